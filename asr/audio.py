@@ -1,0 +1,73 @@
+"""Audio loading: any format soundfile reads, any rate and channel count -> 16 kHz mono float32."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+SAMPLE_RATE_HZ = 16000
+MIN_SOURCE_RATE_HZ = 4000      # below this no speech band survives
+MAX_SOURCE_RATE_HZ = 384000
+
+
+class AudioError(ValueError):
+    """An audio file cannot be used; the message names the file and the reason."""
+
+
+def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """(N,) float32 at ``rate`` Hz -> (M,) float32 at ``target`` Hz (soxr, high quality)."""
+    if rate == target:
+        return samples.astype(np.float32, copy=False)
+    return soxr.resample(samples, rate, target, quality="HQ").astype(np.float32, copy=False)
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    """(N,) or (N, C) -> (N,) by averaging channels."""
+    return samples if samples.ndim == 1 else samples.mean(axis=1)
+
+
+def load_audio(path: str | Path, min_seconds: float = 0.0) -> np.ndarray:
+    """Read ``path`` and return (N,) float32 samples at 16 kHz, mono, in [-1, 1].
+
+    Raises :class:`AudioError` naming the file for unreadable, empty, too short or non-finite
+    audio, and for absurd sample rates.
+    """
+    path = Path(path)
+    try:
+        samples, rate = sf.read(str(path), dtype="float32", always_2d=False)
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
+        raise AudioError(f"{path}: cannot read audio ({e})") from None
+    return check_audio(samples, rate, str(path), min_seconds)
+
+
+def check_audio(samples: np.ndarray, rate: int, name: str, min_seconds: float = 0.0) -> np.ndarray:
+    """Validate and convert an in-memory signal; ``name`` is used in error messages."""
+    if not MIN_SOURCE_RATE_HZ <= rate <= MAX_SOURCE_RATE_HZ:
+        raise AudioError(f"{name}: unsupported sample rate {rate} Hz "
+                         f"(allowed {MIN_SOURCE_RATE_HZ}-{MAX_SOURCE_RATE_HZ})")
+    samples = to_mono(np.asarray(samples, dtype=np.float32))
+    if samples.size == 0:
+        raise AudioError(f"{name}: audio is empty (0 samples)")
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{name}: audio contains NaN or Inf samples")
+    samples = resample(samples, rate)
+    if samples.size < min_seconds * SAMPLE_RATE_HZ:
+        raise AudioError(f"{name}: audio too short ({samples.size / SAMPLE_RATE_HZ:.3f} s, "
+                         f"need >= {min_seconds:.3f} s)")
+    return samples
+
+
+def audio_duration(path: str | Path) -> float:
+    """Duration in seconds from the file header (no decoding)."""
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"{path}: cannot read audio header ({e})") from None
+    return info.frames / info.samplerate
+
+
+def save_audio(path: str | Path, samples: np.ndarray, rate: int = SAMPLE_RATE_HZ) -> None:
+    """Write 16-bit PCM WAV, clipping to [-1, 1]."""
+    sf.write(str(path), np.clip(samples, -1.0, 1.0), rate, subtype="PCM_16")

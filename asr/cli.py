@@ -1,0 +1,154 @@
+"""The ``asr`` command: thin wrappers over library functions, one per subcommand."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from .audio import SAMPLE_RATE_HZ
+from .config import ConfigError, RecipeConfig, load_config, parse_override
+
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".w64"}
+
+
+def _config(args) -> RecipeConfig:
+    return load_config(args.config, dict(parse_override(o) for o in args.set or []))
+
+
+def _add_config(p: argparse.ArgumentParser, required: bool = True, default: str | None = None) -> None:
+    p.add_argument("--config", required=required, default=default, help="recipe YAML")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.epochs=3 (repeatable)")
+
+
+def cmd_prepare(args) -> int:
+    from .corpora.digits import prepare_digits
+
+    cfg = _config(args)
+    if args.corpus != "digits":
+        raise ConfigError(f"unknown corpus {args.corpus!r} (available: digits)")
+    for split, path in prepare_digits(cfg.synth, args.out or cfg.data_dir, cfg.train_split).items():
+        print(f"{split}\t{path}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .recipe import features_stage, train_stage
+
+    cfg = _config(args)
+    features_stage(cfg)
+    train_stage(cfg)
+    print(Path(cfg.exp_dir) / "best.pt")
+    return 0
+
+
+def cmd_decode(args) -> int:
+    from .data import read_manifest
+    from .decode import decode_utterances
+    from .model import load_model
+    from .score import error_rates, write_kaldi_text
+
+    model = load_model(args.model)
+    utts = read_manifest(args.manifest)
+    hyps, timing = decode_utterances(model, utts)
+    write_kaldi_text(hyps, args.out)
+    rates = error_rates({u.id: u.text for u in utts}, hyps)
+    print(json.dumps({**rates.as_dict(), "rtf": round(timing["rtf"], 5)}))
+    return 0
+
+
+def cmd_score(args) -> int:
+    from .score import error_rates, read_kaldi_text
+
+    rates = error_rates(read_kaldi_text(args.ref), read_kaldi_text(args.hyp))
+    print(json.dumps(rates.as_dict(), indent=1))
+    return 0
+
+
+def expand_paths(paths: Sequence[str]) -> list[Path]:
+    """Files as given; directories searched recursively for audio suffixes (sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def cmd_transcribe(args) -> int:
+    from .decode import transcribe_files
+    from .model import load_model
+
+    model = load_model(args.model)
+    t0 = time.perf_counter()
+    results, failures = transcribe_files(model, expand_paths(args.paths))
+    for r in results:
+        print(f"{r.path}\t{r.text}")
+    for f in failures:
+        print(f"[transcribe] failed: {f}", file=sys.stderr)
+    audio_s = sum(r.duration for r in results)
+    print(f"[transcribe] {len(results)} files, {audio_s:.1f}s audio, "
+          f"RTF {(time.perf_counter() - t0) / max(audio_s, 1e-9):.4f}, {len(failures)} failed",
+          file=sys.stderr)
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition toolkit")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="prepare (synthesize) a corpus and write manifests")
+    p.add_argument("corpus", choices=["digits"])
+    p.add_argument("--out", help="output directory (default: data_dir from the config)")
+    _add_config(p)
+    p.set_defaults(func=cmd_prepare)
+    p = sub.add_parser("train", help="compute features and train a model from a recipe config")
+    _add_config(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("decode", help="decode a manifest, write Kaldi-text hypotheses and score")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--out", required=True, help="hypothesis file (Kaldi text)")
+    p.set_defaults(func=cmd_decode)
+    p = sub.add_parser("score", help="WER/CER of Kaldi-text hypotheses against references")
+    p.add_argument("--ref", required=True)
+    p.add_argument("--hyp", required=True)
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("transcribe", help="transcribe audio files or directories")
+    p.add_argument("--model", required=True)
+    p.add_argument("paths", nargs="+")
+    p.set_defaults(func=cmd_transcribe)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"asr {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def recipe_main(stages, default_config: Path, argv: Sequence[str] | None = None) -> int:
+    """Stage runner shared by recipe ``run.py`` scripts."""
+    from .recipe import code_version, run_stages
+
+    p = argparse.ArgumentParser(description="run a recipe's stages")
+    _add_config(p, required=False, default=str(default_config))
+    p.add_argument("--stage", type=int, default=0, help="first stage to run")
+    p.add_argument("--stop-stage", type=int, default=len(stages) - 1, help="last stage to run")
+    p.add_argument("--force", action="store_true", help="rerun stages even if finished")
+    args = p.parse_args(argv)
+    try:
+        cfg = _config(args)
+        print(f"[recipe] {cfg.name}: config {args.config} ({cfg.digest()}), code {code_version()}, "
+              f"{SAMPLE_RATE_HZ} Hz", file=sys.stderr)
+        run_stages(cfg, stages, args.stage, args.stop_stage, args.force)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,257 @@
+"""Typed, frozen configuration loaded from one YAML file per recipe.
+
+Every tunable of the pipeline lives in one of these dataclasses. Unknown keys, wrong types and
+impossible values raise :class:`ConfigError` naming the key, so a typo never silently falls back
+to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel filterbank front end (fixed 16 kHz input)."""
+
+    n_mels: int = 80
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    dither: float = 0.0
+
+    def check(self, where: str) -> None:
+        _require(self.n_mels > 0, f"{where}.n_mels", "must be > 0")
+        _require(0 < self.hop_ms <= self.win_ms, f"{where}.hop_ms", "must be in (0, win_ms]")
+        _require(self.n_fft >= self.win_ms * 16, f"{where}.n_fft", "must cover one window")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Stacked BiLSTM-CTC acoustic model."""
+
+    stack: int = 3            # frames stacked (and subsampling factor)
+    hidden: int = 320         # LSTM cells per direction
+    layers: int = 4
+    dropout: float = 0.2      # between LSTM layers
+
+    def check(self, where: str) -> None:
+        _require(self.stack >= 1, f"{where}.stack", "must be >= 1")
+        _require(self.hidden >= 1, f"{where}.hidden", "must be >= 1")
+        _require(self.layers >= 1, f"{where}.layers", "must be >= 1")
+        _require(0.0 <= self.dropout < 1.0, f"{where}.dropout", "must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly augmentation of cached features during training."""
+
+    speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)   # time-stretch of the feature sequence
+    freq_masks: int = 2
+    freq_mask_width: int = 15      # mel bins
+    time_masks: int = 2
+    time_mask_ratio: float = 0.05  # max width of one time mask, fraction of the utterance
+    gain_db: float = 6.0           # random +- level shift (log-mel offset)
+
+    def check(self, where: str) -> None:
+        _require(all(0.5 <= f <= 2.0 for f in self.speed_factors), f"{where}.speed_factors",
+                 "each factor must be in [0.5, 2.0]")
+        _require(self.freq_masks >= 0 and self.time_masks >= 0, f"{where}.*_masks", "must be >= 0")
+        _require(0.0 <= self.time_mask_ratio < 0.5, f"{where}.time_mask_ratio", "must be in [0, 0.5)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, batching, schedule and stopping."""
+
+    epochs: int = 20
+    max_minutes: float = 0.0       # wall-clock cap on training; 0 = none
+    max_batch_frames: int = 20000  # padded input frames per batch
+    bucket_width: float = 0.1      # seconds; sort noise inside buckets
+    lr: float = 1.5e-3
+    warmup_steps: int = 300
+    final_lr_ratio: float = 0.05   # cosine decay to lr * ratio at the last epoch
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    patience: int = 5              # epochs without dev improvement before stopping
+    seed: int = 1234
+    threads: int = 2
+    progress: bool = True
+
+    def check(self, where: str) -> None:
+        _require(self.epochs >= 1, f"{where}.epochs", "must be >= 1")
+        _require(self.max_batch_frames >= 100, f"{where}.max_batch_frames", "must be >= 100")
+        _require(self.lr > 0, f"{where}.lr", "must be > 0")
+        _require(0 < self.final_lr_ratio <= 1, f"{where}.final_lr_ratio", "must be in (0, 1]")
+        _require(self.grad_clip > 0, f"{where}.grad_clip", "must be > 0")
+        _require(self.patience >= 1, f"{where}.patience", "must be >= 1")
+        _require(self.threads >= 1, f"{where}.threads", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    method: str = "greedy"
+    batch_frames: int = 40000
+
+    def check(self, where: str) -> None:
+        _require(self.method in ("greedy",), f"{where}.method", "allowed: greedy")
+
+
+@dataclass(frozen=True)
+class VoiceGroup:
+    """Part of a synthesized split: ``utterances`` spread evenly over ``voices``."""
+
+    voices: tuple[str, ...] = ()   # "engine:voice" specs, brace expansion allowed
+    utterances: int = 100
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Text-to-speech corpus synthesis with per-utterance variation."""
+
+    splits: dict[str, tuple[VoiceGroup, ...]] = field(default_factory=dict)
+    min_digits: int = 1
+    max_digits: int = 7
+    speed_range: tuple[float, float] = (0.8, 1.25)   # relative speaking rate
+    pitch_range: tuple[float, float] = (0.8, 1.25)   # relative pitch
+    snr_db_range: tuple[float, float] = (10.0, 40.0)
+    noise_prob: float = 0.7
+    pad_range_s: tuple[float, float] = (0.05, 0.4)  # silence added before/after
+    seed: int = 7
+    jobs: int = 2
+
+    def check(self, where: str) -> None:
+        _require(1 <= self.min_digits <= self.max_digits, f"{where}.min_digits", "1 <= min <= max_digits")
+        for name, groups in self.splits.items():
+            _require(len(groups) > 0, f"{where}.splits.{name}", "needs at least one voice group")
+            for i, g in enumerate(groups):
+                _require(len(g.voices) > 0, f"{where}.splits.{name}[{i}].voices", "must not be empty")
+                _require(g.utterances > 0, f"{where}.splits.{name}[{i}].utterances", "must be > 0")
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """Everything one recipe run needs."""
+
+    name: str = "digits"
+    data_dir: str = "data/digits"
+    exp_dir: str = "exp/digits"
+    train_split: str = "train"
+    dev_split: str = "dev"
+    test_splits: tuple[str, ...] = ()
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def check(self, where: str = "config") -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if hasattr(value, "check"):
+                value.check(f"{where}.{f.name}")
+
+    def digest(self) -> str:
+        """Short stable hash of the whole config, for stage bookkeeping."""
+        blob = json.dumps(to_dict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _require(ok: bool, key: str, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {rule}")
+
+
+def to_dict(obj: Any) -> Any:
+    """Dataclass tree -> plain JSON/YAML-able values (tuples become lists)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(cls: type, data: Any, where: str = "config") -> Any:
+    """Build dataclass ``cls`` from ``data``, checking keys and types recursively."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    obj = cls(**kwargs)
+    if hasattr(obj, "check"):
+        obj.check(where)
+    return obj
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(next(a for a in args if a is not type(None)), value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RecipeConfig:
+    """Read a recipe YAML; ``overrides`` maps dotted keys (``train.epochs``) to values."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read config: {e}") from e
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return from_dict(RecipeConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key.sub=value`` with the value parsed as YAML (numbers, lists, booleans)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected key=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)

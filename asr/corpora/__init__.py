@@ -1,0 +1,1 @@
+"""Corpus preparation: library functions that write JSONL manifests."""

@@ -1,0 +1,210 @@
+"""JSONL manifests, length-bucketed batching and feature-level augmentation."""
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .config import AugmentConfig
+from .text import CharTokenizer
+
+REQUIRED_FIELDS = ("id", "audio", "duration", "text", "speaker")
+
+
+class ManifestError(ValueError):
+    """A manifest line is malformed; the message names the file and line."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    audio: str          # path to the audio file
+    duration: float     # seconds
+    text: str           # normalised transcript
+    speaker: str
+
+
+def read_manifest(path: str | Path) -> list[Utterance]:
+    """Parse a JSONL manifest. Malformed lines and duplicate ids raise :class:`ManifestError`."""
+    path = Path(path)
+    utts, seen = [], {}
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read manifest ({e.strerror})") from None
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ManifestError(f"{where}: not valid UTF-8") from None
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{where}: invalid JSON ({e.msg})") from None
+        utts.append(_parse_entry(obj, where))
+        if utts[-1].id in seen:
+            raise ManifestError(f"{where}: duplicate id {utts[-1].id!r} (first on line {seen[utts[-1].id]})")
+        seen[utts[-1].id] = lineno
+    return utts
+
+
+def _parse_entry(obj: object, where: str) -> Utterance:
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: expected a JSON object")
+    missing = [k for k in REQUIRED_FIELDS if k not in obj]
+    if missing:
+        raise ManifestError(f"{where}: missing field(s) {missing}")
+    for key in ("id", "audio", "text", "speaker"):
+        if not isinstance(obj[key], str):
+            raise ManifestError(f"{where}: field {key!r} must be a string")
+    if not obj["id"]:
+        raise ManifestError(f"{where}: empty id")
+    dur = obj["duration"]
+    if isinstance(dur, bool) or not isinstance(dur, (int, float)) or not math.isfinite(dur) or dur <= 0:
+        raise ManifestError(f"{where}: duration must be a positive number, got {dur!r}")
+    return Utterance(obj["id"], obj["audio"], float(dur), obj["text"], obj["speaker"])
+
+
+def write_manifest(utts: Sequence[Utterance], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for u in utts:
+            f.write(json.dumps(asdict(u), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def validate_utterances(utts: Sequence[Utterance], tokenizer: CharTokenizer,
+                        check_audio: bool = True) -> tuple[list[Utterance], list[str]]:
+    """Split into usable utterances and ``"id\\treason"`` problems (empty text, unknown
+    characters, missing audio). Problems are returned, never silently dropped."""
+    good, bad = [], []
+    for u in utts:
+        if not u.text.strip():
+            bad.append(f"{u.id}\tempty transcript")
+        elif tokenizer.unknown_chars(u.text):
+            bad.append(f"{u.id}\tcharacters outside the vocabulary: "
+                       f"{''.join(sorted(tokenizer.unknown_chars(u.text)))!r}")
+        elif check_audio and not Path(u.audio).is_file():
+            bad.append(f"{u.id}\taudio file not found: {u.audio}")
+        else:
+            good.append(u)
+    return good, bad
+
+
+def report_skipped(problems: Sequence[str], total: int, what: str, report: Path | None) -> None:
+    """Print a count of skipped items to stderr and list them in ``report``."""
+    if not problems:
+        return
+    print(f"[{what}] skipped {len(problems)} of {total} utterances (see {report or 'below'})",
+          file=sys.stderr)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text("\n".join(problems) + "\n", encoding="utf-8")
+    else:
+        print("\n".join(problems), file=sys.stderr)
+
+
+def bucket_batches(lengths: Sequence[int], max_frames: int, seed: int | None,
+                   noise: int = 0) -> list[list[int]]:
+    """Group indices into batches of similar length with ``B * T_max <= max_frames``.
+
+    Sorting by length (with +-``noise`` jitter so epochs differ) keeps padding small; batch order
+    is shuffled with ``seed`` (``None``: deterministic, longest first, for decoding).
+    """
+    rng = random.Random(seed)
+    keys = [(n + (rng.randint(-noise, noise) if seed is not None and noise else 0), i)
+            for i, n in enumerate(lengths)]
+    order = [i for _, i in sorted(keys, reverse=True)]
+    batches, cur, cur_max = [], [], 0
+    for i in order:
+        new_max = max(cur_max, lengths[i])
+        if cur and new_max * (len(cur) + 1) > max_frames:
+            batches.append(cur)
+            cur, new_max = [], lengths[i]
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    if seed is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def pad_batch(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[(T_i, F)] -> padded (B, T_max, F) float32 and lengths (B,) int64."""
+    lens = torch.tensor([f.shape[0] for f in feats], dtype=torch.long)
+    out = torch.zeros(len(feats), int(lens.max()), feats[0].shape[1])
+    for b, f in enumerate(feats):
+        out[b, : f.shape[0]] = f
+    return out, lens
+
+
+def speed_perturb(feats: torch.Tensor, factor: float) -> torch.Tensor:
+    """(T, F) -> (round(T / factor), F): time-stretch by linear interpolation of frames."""
+    if factor == 1.0:
+        return feats
+    new_t = max(1, int(round(feats.shape[0] / factor)))
+    x = feats.t().unsqueeze(0)                     # (1, F, T)
+    return F.interpolate(x, size=new_t, mode="linear", align_corners=True)[0].t()
+
+
+def spec_augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random) -> torch.Tensor:
+    """SpecAugment frequency and time masks on (T, F) log-mels (masked with the utterance mean)."""
+    feats = feats.clone()
+    t, n_freq = feats.shape
+    fill = feats.mean()
+    for _ in range(cfg.freq_masks):
+        w = rng.randint(0, cfg.freq_mask_width)
+        f0 = rng.randint(0, max(0, n_freq - w))
+        feats[:, f0: f0 + w] = fill
+    max_w = int(cfg.time_mask_ratio * t)
+    for _ in range(cfg.time_masks):
+        w = rng.randint(0, max_w)
+        t0 = rng.randint(0, max(0, t - w))
+        feats[t0: t0 + w] = fill
+    return feats
+
+
+def augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random) -> torch.Tensor:
+    """One random draw of speed, gain and SpecAugment for a (T, F) float32 utterance."""
+    feats = speed_perturb(feats, rng.choice(cfg.speed_factors))
+    if cfg.gain_db > 0:
+        # a gain of g dB shifts log-power by g / 10 * ln(10)
+        feats = feats + rng.uniform(-cfg.gain_db, cfg.gain_db) * math.log(10) / 10
+    return spec_augment(feats, cfg, rng)
+
+
+class BatchIterator:
+    """Yields training batches ``(feats (B,T,F), lens (B,), targets (sum L), target_lens (B,))``."""
+
+    def __init__(self, feats: Sequence[torch.Tensor], targets: Sequence[list[int]],
+                 max_frames: int, augment_cfg: AugmentConfig | None, seed: int):
+        self.feats, self.targets = feats, targets
+        self.max_frames, self.augment_cfg, self.seed = max_frames, augment_cfg, seed
+        self.lengths = [f.shape[0] for f in feats]
+
+    def epoch(self, epoch: int) -> list[list[int]]:
+        """The batches (lists of indices) of one epoch; a pure function of seed and epoch."""
+        # leave headroom for speed perturbation slowing utterances down
+        slow = 1 / min(self.augment_cfg.speed_factors) if self.augment_cfg else 1.0
+        return bucket_batches(self.lengths, int(self.max_frames / slow), self.seed + epoch, noise=5)
+
+    def collate(self, batch: list[int], rng: random.Random):
+        feats = [self.feats[i].float() for i in batch]
+        if self.augment_cfg is not None:
+            feats = [augment(f, self.augment_cfg, rng) for f in feats]
+        x, lens = pad_batch(feats)
+        tgt = [self.targets[i] for i in batch]
+        targets = torch.tensor([t for seq in tgt for t in seq], dtype=torch.long)
+        tgt_lens = torch.tensor([len(t) for t in tgt], dtype=torch.long)
+        return x, lens, targets, tgt_lens

@@ -1,0 +1,124 @@
+"""Log-mel filterbank features, global CMVN statistics and the per-utterance feature cache."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torchaudio
+
+from .audio import SAMPLE_RATE_HZ, AudioError, load_audio
+from .config import FeatureConfig
+
+LOG_FLOOR = 1e-6          # power floor before log, keeps digital silence finite
+CACHE_FORMAT = "asr-feats-v1"
+
+
+class FeatureExtractor(torch.nn.Module):
+    """(N,) samples at 16 kHz -> (T, n_mels) log-mel features, T = 1 + N // hop."""
+
+    def __init__(self, cfg: FeatureConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SAMPLE_RATE_HZ,
+            n_fft=cfg.n_fft,
+            win_length=int(round(cfg.win_ms * SAMPLE_RATE_HZ / 1000)),
+            hop_length=self.hop,
+            n_mels=cfg.n_mels,
+            power=2.0,
+        )
+
+    @property
+    def hop(self) -> int:
+        """Frame shift in samples."""
+        return int(round(self.cfg.hop_ms * SAMPLE_RATE_HZ / 1000))
+
+    @torch.no_grad()
+    def forward(self, samples: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.as_tensor(samples, dtype=torch.float32)
+        if self.cfg.dither > 0:
+            x = x + self.cfg.dither * torch.randn_like(x)
+        return torch.log(self.mel(x).clamp_min(LOG_FLOOR)).transpose(0, 1).contiguous()
+
+
+def compute_cmvn(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global mean and std (each (F,)) over all frames of ``feats`` [(T_i, F)], in float64."""
+    total = sum(f.shape[0] for f in feats)
+    if total == 0:
+        raise ValueError("cannot compute CMVN: no frames")
+    s = torch.zeros(feats[0].shape[1], dtype=torch.float64)
+    sq = torch.zeros_like(s)
+    for f in feats:
+        f64 = f.to(torch.float64)
+        s += f64.sum(0)
+        sq += (f64 * f64).sum(0)
+    mean = s / total
+    std = (sq / total - mean * mean).clamp_min(1e-8).sqrt()
+    return mean.float(), std.float()
+
+
+def _cache_key(utts: Sequence, cfg: FeatureConfig) -> str:
+    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+    for u in utts:
+        h.update(f"{u.id}\t{u.audio}\t{u.duration:.4f}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def build_feature_cache(utts: Sequence, cfg: FeatureConfig, path: str | Path,
+                        report: str | Path | None = None) -> dict:
+    """Compute features once per utterance and store them in ``path`` (float16).
+
+    Returns the cache dict ``{"ids", "feats", "key", ...}``. An existing cache with the same key
+    (same utterances and feature config) is reused. Unreadable audio is reported by utterance id,
+    skipped, counted in ``cache["skipped"]`` and listed in ``report``.
+    """
+    path = Path(path)
+    key = _cache_key(utts, cfg)
+    if path.exists():
+        cache = load_feature_cache(path)
+        if cache.get("key") == key:
+            return cache
+    extractor = FeatureExtractor(cfg)
+    ids, feats, errors = [], [], []
+    for u in utts:
+        try:
+            f = extractor(load_audio(u.audio))
+        except AudioError as e:
+            errors.append(f"{u.id}\t{e}")
+            continue
+        ids.append(u.id)
+        feats.append(f.to(torch.float16))
+    if errors:
+        print(f"[features] skipped {len(errors)} of {len(utts)} utterances with bad audio "
+              f"(listed in {report or 'stderr'})", file=sys.stderr)
+        if report:
+            Path(report).write_text("\n".join(errors) + "\n", encoding="utf-8")
+        else:
+            print("\n".join(errors), file=sys.stderr)
+    cache = {"format": CACHE_FORMAT, "key": key, "config": asdict(cfg), "ids": ids,
+             "feats": feats, "skipped": len(errors)}
+    atomic_save(cache, path)
+    return cache
+
+
+def load_feature_cache(path: str | Path) -> dict:
+    cache = torch.load(path, weights_only=True)
+    if not isinstance(cache, dict) or cache.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path}: not a feature cache ({CACHE_FORMAT})")
+    return cache
+
+
+def atomic_save(obj: object, path: str | Path) -> None:
+    """torch.save to a temp file in the same directory, then rename (never a torn file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)

