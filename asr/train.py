@@ -110,6 +110,7 @@ def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_d
     torch.manual_seed(tc.seed)
     model = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(tokenizer))
     model.set_cmvn(*compute_cmvn(train_set.feats))
+    model.tokenizer, model.feature_config = tokenizer, cfg.features   # for dev decoding
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     batches = BatchIterator(train_set.feats, train_set.targets, tc.max_batch_frames, cfg.augment, tc.seed)
     total_steps = tc.epochs * len(batches.epoch(0))

@@ -82,6 +82,32 @@ def missing_engines(voices: Sequence[str]) -> list[str]:
     return missing
 
 
+def available_voices(engine: str) -> set[str]:
+    """Voice names an installed engine really has (they fall back silently on unknown names)."""
+    if engine == "espeak":
+        langs = subprocess.run(["espeak-ng", "--voices=en"], capture_output=True, text=True).stdout
+        variants = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True).stdout
+        names = {row.split()[1] for row in langs.splitlines()[1:] if len(row.split()) > 1}
+        var = {row.split()[4].split("/")[-1] for row in variants.splitlines()[1:] if len(row.split()) > 4}
+        return names | {f"{n}+{v}" for n in names for v in var}
+    if engine == "flite":
+        out = subprocess.run(["flite", "-lv"], capture_output=True, text=True).stdout
+        return set(out.split(":", 1)[-1].split())
+    if engine == "festival":
+        return {p.name for p in Path("/usr/share/festival/voices").glob("*/*")}
+    return set(PIPER_VOICES)
+
+
+def check_voices(voices: Sequence[str]) -> None:
+    """Raise ValueError naming every voice its engine does not have (or engines not installed)."""
+    missing = missing_engines(voices)
+    if missing:
+        raise ValueError(f"TTS engines not installed: {missing} (run scripts/setup.sh)")
+    unknown = [v for v in voices if v.split(":", 1)[1] not in available_voices(engine_of(v))]
+    if unknown:
+        raise ValueError(f"unknown TTS voices: {unknown}")
+
+
 def _run(cmd: list[str], what: str) -> None:
     res = subprocess.run(cmd, capture_output=True, timeout=SYNTH_TIMEOUT_S)
     if res.returncode != 0:

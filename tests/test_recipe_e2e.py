@@ -1,0 +1,75 @@
+"""The digits recipe end to end on a few hundred synthesized utterances (tiny model, CPU)."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asr.model import load_model
+
+from .conftest import needs_espeak
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(config: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "recipes/digits/run.py"), "--config", str(config), *extra],
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_recipe(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("digits")
+    config = tmp / "config.yaml"
+    config.write_text((ROOT / "tests/tiny_digits.yaml").read_text().replace("PLACEHOLDER", str(tmp)))
+    res = _run(config)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return tmp, config, res
+
+
+@needs_espeak
+def test_recipe_produces_results(tiny_recipe):
+    tmp, _, res = tiny_recipe
+    results = json.loads((tmp / "exp/results.json").read_text())
+    assert set(results) == {"dev", "test_unseen"}
+    for r in results.values():
+        assert r["utterances"] == 30 and 0 <= r["cer"] <= 100
+    # a tiny model trained for a minute must have learned the digits, well beyond chance
+    assert results["test_unseen"]["wer"] < 60.0, results
+    assert "| test_unseen |" in res.stdout
+    log = [json.loads(line) for line in (tmp / "exp/train_log.jsonl").read_text().splitlines()]
+    assert log[-1]["loss"] < log[0]["loss"]
+    model = load_model(tmp / "exp/best.pt")
+    assert model.info["dev_wer"] == min(e["wer"] for e in log)
+    hyp = (tmp / "exp/decode/test_unseen/hyp.txt").read_text().splitlines()
+    assert len(hyp) == 30
+
+
+@needs_espeak
+def test_rerun_skips_finished_stages_and_refuses_changed_config(tiny_recipe):
+    tmp, config, _ = tiny_recipe
+    res = _run(config)
+    assert res.returncode == 0
+    assert res.stderr.count("done, skipping") == 4
+    changed = tmp / "changed.yaml"
+    changed.write_text(config.read_text().replace("epochs: 6", "epochs: 7"))
+    res = _run(changed, "--stage", "2")
+    assert res.returncode == 2 and "stage 2 (train) finished with a different config" in res.stderr
+
+
+@needs_espeak
+def test_cli_transcribe_and_score(tiny_recipe):
+    tmp, _, _ = tiny_recipe
+    wavs = sorted((tmp / "data/wav/test_unseen").glob("*.wav"))[:3]
+    bad = tmp / "bad.wav"
+    bad.write_bytes(b"not audio")
+    res = subprocess.run(["asr", "transcribe", "--model", str(tmp / "exp/best.pt"), *map(str, wavs), str(bad)],
+                         capture_output=True, text=True)
+    assert res.returncode == 1                     # one file failed
+    assert len(res.stdout.splitlines()) == 3 and "bad.wav" in res.stderr and "RTF" in res.stderr
+    dec = tmp / "exp/decode/test_unseen"
+    res = subprocess.run(["asr", "score", "--ref", str(dec / "ref.txt"), "--hyp", str(dec / "hyp.txt")],
+                         capture_output=True, text=True, check=True)
+    scored = json.loads(res.stdout)
+    assert scored["wer"] == json.loads((tmp / "exp/results.json").read_text())["test_unseen"]["wer"]

@@ -1,0 +1,67 @@
+import random
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr.config import SynthConfig, VoiceGroup
+from asr.corpora.digits import DIGIT_VOCAB, digit_string, make_jobs, split_voices
+from asr.tts import Job, check_voices, expand_voices, synthesize
+
+from .conftest import needs_espeak
+
+
+def test_expand_voices():
+    assert expand_voices(["espeak:{en,en-us}+{m1,f2}", "flite:kal"]) == [
+        "espeak:en+m1", "espeak:en+f2", "espeak:en-us+m1", "espeak:en-us+f2", "flite:kal"]
+    with pytest.raises(ValueError, match="engine"):
+        expand_voices(["sam:voice"])
+
+
+def test_digit_strings():
+    rng = random.Random(0)
+    for _ in range(50):
+        words = digit_string(rng, 1, 7).split()
+        assert 1 <= len(words) <= 7 and set(words) <= set(DIGIT_VOCAB)
+
+
+def _cfg(**splits):
+    return SynthConfig(splits={k: tuple(VoiceGroup(tuple(v), 4) for v in vs) for k, vs in splits.items()})
+
+
+def test_split_disjointness_is_enforced():
+    ok = _cfg(train=[["espeak:en+m1"]], test_unseen=[["espeak:en+m2"]], test_engine=[["piper:joe"]])
+    assert split_voices(ok)["test_engine"] == [["piper:joe"]]
+    with pytest.raises(ValueError, match="shares voices"):
+        split_voices(_cfg(train=[["espeak:en+m1"]], dev=[["espeak:{en,en-us}+m1"]]))
+    with pytest.raises(ValueError, match="engines unseen"):
+        split_voices(_cfg(train=[["espeak:en+m1"]], test_engine=[["espeak:en+m2"]]))
+
+
+@needs_espeak
+def test_unknown_voices_are_refused():
+    check_voices(["espeak:en-us+m1", "espeak:en-gb-x-rp+klatt3"])
+    with pytest.raises(ValueError, match=r"unknown TTS voices: \['espeak:en\+nosuch', 'espeak:xx-yy'\]"):
+        check_voices(["espeak:en+m1", "espeak:en+nosuch", "espeak:xx-yy"])
+
+
+def test_jobs_are_deterministic():
+    cfg = _cfg(train=[["espeak:en+m1", "espeak:en+f2"]])
+    voices = split_voices(cfg)["train"]
+    assert make_jobs(cfg, "train", voices) == make_jobs(cfg, "train", voices)
+    assert [j.voice for j in make_jobs(cfg, "train", voices)] == ["espeak:en+m1", "espeak:en+f2"] * 2
+
+
+@needs_espeak
+def test_synthesize_espeak_voices_differ(tmp_path):
+    jobs = [Job(f"u{i}", "one two three", v, 1.0, 1.0, None, (0.1, 0.1), i)
+            for i, v in enumerate(["espeak:en-us+m1", "espeak:en-us+f2", "espeak:en+m3"])]
+    jobs.append(Job("bad", "", "espeak:en+m1", 1.0, 1.0, None, (0.1, 0.1), 9))   # no speech
+    utts, errors = synthesize(jobs, tmp_path, n_procs=1, progress=False)
+    assert [u.id for u in utts] == ["u0", "u1", "u2"]
+    assert len(errors) == 1 and errors[0].startswith("bad\t")
+    audio = [sf.read(u.audio)[0] for u in utts]
+    for a, u in zip(audio, utts):
+        assert sf.info(u.audio).samplerate == 16000 and abs(a.size / 16000 - u.duration) < 1e-3
+    spectra = [np.abs(np.fft.rfft(a[:16000], 16000)) for a in audio]
+    assert not np.allclose(spectra[0], spectra[1], rtol=0.1)   # the f2 variant really differs
