@@ -60,12 +60,58 @@ def cmd_decode(args) -> int:
     return 0
 
 
-def cmd_score(args) -> int:
-    from .score import error_rates, read_kaldi_text
+def _normalizer(args):
+    from .score import Normalizer
 
-    rates = error_rates(read_kaldi_text(args.ref), read_kaldi_text(args.hyp))
-    print(json.dumps(rates.as_dict(), indent=1))
+    return Normalizer(lowercase=args.lowercase, strip_punctuation=args.strip_punctuation)
+
+
+def _print_report(report: dict, args) -> None:
+    from .score import report_markdown
+
+    if args.json:
+        print(json.dumps({"summary": report["summary"], "statistics": report["statistics"]}, indent=1))
+    else:
+        print(report_markdown(report))
+
+
+def cmd_score(args) -> int:
+    from .score import read_transcripts, score_texts
+
+    refs = read_transcripts(args.ref, args.format)
+    hyps = read_transcripts(args.hyp, args.format)
+    hyps_b = read_transcripts(args.hyp2, args.format) if args.hyp2 else None
+    report = score_texts(refs, hyps, _normalizer(args), hyps_b, args.bootstrap, args.out_dir)
+    _print_report(report, args)
     return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .data import read_manifest
+    from .decode import decode_utterances
+    from .model import load_model
+    from .score import score_texts, write_kaldi_text
+
+    model = load_model(args.model)
+    utts = read_manifest(args.manifest)
+    hyps, timing = decode_utterances(model, utts)
+    refs = {u.id: u.text for u in utts}
+    report = score_texts(refs, hyps, _normalizer(args), None, args.bootstrap, args.out_dir)
+    if args.out_dir:
+        write_kaldi_text(hyps, Path(args.out_dir) / "hyp.txt")
+        write_kaldi_text(refs, Path(args.out_dir) / "ref.txt")
+    report["statistics"]["rtf"] = round(timing["rtf"], 5)
+    _print_report(report, args)
+    return 0
+
+
+def _add_scoring(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out-dir", help="write report.txt (with alignments), report.md, report.json")
+    p.add_argument("--lowercase", action="store_true", help="lowercase ref and hyp before scoring")
+    p.add_argument("--strip-punctuation", action="store_true",
+                   help="remove punctuation (keeps word-internal ' and -) from ref and hyp")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: off)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def expand_paths(paths: Sequence[str]) -> list[Path]:
@@ -113,10 +159,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True, help="hypothesis file (Kaldi text)")
     p.set_defaults(func=cmd_decode)
-    p = sub.add_parser("score", help="WER/CER of Kaldi-text hypotheses against references")
-    p.add_argument("--ref", required=True)
-    p.add_argument("--hyp", required=True)
+    p = sub.add_parser("score", help="sclite-grade scoring of hypotheses against references")
+    p.add_argument("--ref", required=True, help="reference transcripts (trn or Kaldi text)")
+    p.add_argument("--hyp", required=True, help="hypothesis transcripts, same format")
+    p.add_argument("--hyp2", help="a second system's hypotheses: paired bootstrap test")
+    p.add_argument("--format", choices=["auto", "trn", "kaldi"], default="auto")
+    _add_scoring(p)
     p.set_defaults(func=cmd_score)
+    p = sub.add_parser("evaluate", help="decode a manifest with a model, then score it")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True)
+    _add_scoring(p)
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("transcribe", help="transcribe audio files or directories")
     p.add_argument("--model", required=True)
     p.add_argument("paths", nargs="+")

@@ -46,6 +46,7 @@ class ModelConfig:
     hidden: int = 320         # LSTM cells per direction
     layers: int = 4
     dropout: float = 0.2      # between LSTM layers
+    utterance_cmn: bool = False  # also subtract each utterance's own mean (channel robustness)
 
     def check(self, where: str) -> None:
         _require(self.stack >= 1, f"{where}.stack", "must be >= 1")
@@ -64,12 +65,15 @@ class AugmentConfig:
     time_masks: int = 2
     time_mask_ratio: float = 0.05  # max width of one time mask, fraction of the utterance
     gain_db: float = 6.0           # random +- level shift (log-mel offset)
+    warp_range: tuple[float, float] = (1.0, 1.0)  # VTLP-style mel-axis warp factor range
 
     def check(self, where: str) -> None:
         _require(all(0.5 <= f <= 2.0 for f in self.speed_factors), f"{where}.speed_factors",
                  "each factor must be in [0.5, 2.0]")
         _require(self.freq_masks >= 0 and self.time_masks >= 0, f"{where}.*_masks", "must be >= 0")
         _require(0.0 <= self.time_mask_ratio < 0.5, f"{where}.time_mask_ratio", "must be in [0, 0.5)")
+        _require(0.7 <= self.warp_range[0] <= self.warp_range[1] <= 1.3, f"{where}.warp_range",
+                 "must satisfy 0.7 <= low <= high <= 1.3")
 
 
 @dataclass(frozen=True)

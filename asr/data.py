@@ -158,6 +158,24 @@ def speed_perturb(feats: torch.Tensor, factor: float) -> torch.Tensor:
     return F.interpolate(x, size=new_t, mode="linear", align_corners=True)[0].t()
 
 
+def freq_warp(feats: torch.Tensor, alpha: float, boundary: float = 0.8) -> torch.Tensor:
+    """VTLP-style warp of the mel axis of (T, F) features by ``alpha``.
+
+    Bin ``i`` reads source position ``alpha * i`` below ``boundary * F`` and a linear segment
+    above it, so both band edges stay fixed (a vocal-tract-length change, roughly).
+    """
+    if alpha == 1.0:
+        return feats
+    n = feats.shape[1]
+    i = torch.arange(n, dtype=torch.float32)
+    b = boundary * (n - 1) / max(alpha, 1.0)
+    src = torch.where(i <= b, alpha * i, alpha * b + (n - 1 - alpha * b) * (i - b) / (n - 1 - b))
+    src = src.clamp(0, n - 1)
+    lo = src.floor().long().clamp(max=n - 2)
+    w = (src - lo).unsqueeze(0)
+    return feats[:, lo] * (1 - w) + feats[:, lo + 1] * w
+
+
 def spec_augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random) -> torch.Tensor:
     """SpecAugment frequency and time masks on (T, F) log-mels (masked with the utterance mean)."""
     feats = feats.clone()
@@ -178,6 +196,7 @@ def spec_augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random) ->
 def augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random) -> torch.Tensor:
     """One random draw of speed, gain and SpecAugment for a (T, F) float32 utterance."""
     feats = speed_perturb(feats, rng.choice(cfg.speed_factors))
+    feats = freq_warp(feats, rng.uniform(*cfg.warp_range))
     if cfg.gain_db > 0:
         # a gain of g dB shifts log-power by g / 10 * ln(10)
         feats = feats + rng.uniform(-cfg.gain_db, cfg.gain_db) * math.log(10) / 10

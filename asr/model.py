@@ -64,6 +64,10 @@ class BiLSTMCTC(nn.Module):
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (feats - self.cmvn_mean) / self.cmvn_std
+        if self.cfg.utterance_cmn:
+            mask = (torch.arange(x.shape[1]).unsqueeze(0) < lens.unsqueeze(1)).unsqueeze(-1)
+            mean = (x * mask).sum(1, keepdim=True) / lens.clamp_min(1).view(-1, 1, 1)
+            x = (x - mean) * mask
         s = self.cfg.stack
         b, t, f = x.shape
         t_out = t // s

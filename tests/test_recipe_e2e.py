@@ -53,7 +53,7 @@ def test_rerun_skips_finished_stages_and_refuses_changed_config(tiny_recipe):
     assert res.returncode == 0
     assert res.stderr.count("done, skipping") == 4
     changed = tmp / "changed.yaml"
-    changed.write_text(config.read_text().replace("epochs: 6", "epochs: 7"))
+    changed.write_text(config.read_text().replace("epochs: 30", "epochs: 31"))
     res = _run(changed, "--stage", "2")
     assert res.returncode == 2 and "stage 2 (train) finished with a different config" in res.stderr
 
