@@ -76,11 +76,14 @@ def _print_report(report: dict, args) -> None:
 
 
 def cmd_score(args) -> int:
-    from .score import read_transcripts, score_texts
+    from .score import check_ids, read_transcripts, score_texts
 
     refs = read_transcripts(args.ref, args.format)
     hyps = read_transcripts(args.hyp, args.format)
+    check_ids(refs, hyps, args.ref, args.hyp)
     hyps_b = read_transcripts(args.hyp2, args.format) if args.hyp2 else None
+    if hyps_b is not None:
+        check_ids(refs, hyps_b, args.ref, args.hyp2)
     report = score_texts(refs, hyps, _normalizer(args), hyps_b, args.bootstrap, args.out_dir)
     _print_report(report, args)
     return 0

@@ -92,6 +92,7 @@ class TrainConfig:
     patience: int = 5              # epochs without dev improvement before stopping
     seed: int = 1234
     threads: int = 2
+    checkpoint_every: int = 200    # steps between mid-epoch state checkpoints (0: epoch ends only)
     progress: bool = True
 
     def check(self, where: str) -> None:
@@ -102,6 +103,7 @@ class TrainConfig:
         _require(self.grad_clip > 0, f"{where}.grad_clip", "must be > 0")
         _require(self.patience >= 1, f"{where}.patience", "must be >= 1")
         _require(self.threads >= 1, f"{where}.threads", "must be >= 1")
+        _require(self.checkpoint_every >= 0, f"{where}.checkpoint_every", "must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class SynthConfig:
     max_digits: int = 7
     speed_range: tuple[float, float] = (0.8, 1.25)   # relative speaking rate
     pitch_range: tuple[float, float] = (0.8, 1.25)   # relative pitch
+    formant_range: tuple[float, float] = (1.0, 1.0)  # spectral envelope shift (espeak, flite)
     snr_db_range: tuple[float, float] = (10.0, 40.0)
     noise_prob: float = 0.7
     pad_range_s: tuple[float, float] = (0.05, 0.4)  # silence added before/after

@@ -19,7 +19,6 @@ from .score import error_rates, write_kaldi_text
 from .text import CharTokenizer
 from .train import build_set, train
 
-Stage = tuple[str, Callable[[RecipeConfig], None], Callable[[RecipeConfig], object]]
 
 
 def manifest_path(cfg: RecipeConfig, split: str) -> Path:
@@ -76,8 +75,23 @@ def decode_stage(cfg: RecipeConfig) -> dict:
         rates["decode_rtf"] = round(timing["rtf"], 5)
         results[split] = rates
     (exp / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (exp / "RESULTS.md").write_text(results_markdown(cfg, results))
     print(results_table(results))
     return results
+
+
+def results_markdown(cfg: RecipeConfig, results: dict) -> str:
+    """The RESULTS.md block of one run: table, code version, config digest, stage times."""
+    exp = Path(cfg.exp_dir)
+    times_path = exp / "stages" / "times.json"
+    times = json.loads(times_path.read_text()) if times_path.exists() else {}
+    best = load_model(exp / "best.pt").info
+    lines = [f"## {cfg.name}: code {code_version()}, config {cfg.digest()}", "",
+             results_table(results), "",
+             f"- best epoch {best.get('epoch')} (dev WER {best.get('dev_wer', float('nan')):.2f}%), "
+             f"model {cfg.model.layers}x{cfg.model.hidden} BiLSTM, stack {cfg.model.stack}",
+             "- stage times (s): " + ", ".join(f"{k} {v}" for k, v in times.items())]
+    return "\n".join(lines) + "\n"
 
 
 def results_table(results: dict) -> str:
@@ -126,5 +140,10 @@ def run_stages(cfg: RecipeConfig, stages: Sequence[tuple[str, Callable, Sequence
         print(f"== stage {i} ({name})", file=sys.stderr)
         t0 = time.perf_counter()
         fn(cfg)
+        elapsed = time.perf_counter() - t0
         mark.write_text(digest + "\n")
-        print(f"== stage {i} ({name}) done in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
+        times_path = marks / "times.json"
+        times = json.loads(times_path.read_text()) if times_path.exists() else {}
+        times[name] = round(elapsed, 1)
+        times_path.write_text(json.dumps(times, indent=1) + "\n")
+        print(f"== stage {i} ({name}) done in {elapsed:.0f}s", file=sys.stderr)

@@ -7,7 +7,7 @@ import math
 import random
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -50,6 +50,9 @@ def build_set(utts: Sequence[Utterance], cache: dict, tokenizer: CharTokenizer, 
         if u.id not in by_id:
             problems.append(f"{u.id}\tno features (audio unreadable)")
             continue
+        if not torch.isfinite(by_id[u.id]).all():
+            problems.append(f"{u.id}\tnon-finite features")
+            continue
         ids = tokenizer.encode(u.text)
         frames = by_id[u.id].shape[0] // stack
         if frames < ctc_min_frames(ids):
@@ -81,32 +84,62 @@ def evaluate(model: BiLSTMCTC, data: TrainingSet, batch_frames: int) -> dict:
     return {"wer": rates.wer, "cer": rates.cer}
 
 
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+@dataclass
+class Progress:
+    """Where training stands: everything resume needs besides weights, optimizer and RNGs."""
+
+    epoch: int = 0              # epoch in progress (0-based)
+    batch: int = 0              # next batch of that epoch
+    loss_sum: float = 0.0       # running sums of the epoch in progress
+    utts: int = 0
+    frames: int = 0
+    skipped: int = 0            # batches with non-finite loss or gradients, never applied
+    split: int = 0              # batches split in two after running out of memory
+    seconds: float = 0.0
+    best: float = float("inf")
+    bad_epochs: int = 0
+    history: list = field(default_factory=list)
+
+    def new_epoch(self) -> None:
+        self.epoch, self.batch = self.epoch + 1, 0
+        self.loss_sum, self.utts, self.frames, self.skipped, self.split, self.seconds = 0.0, 0, 0, 0, 0, 0.0
 
 
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate((3, tuple(state["python"]), None))
+@dataclass
+class Trainer:
+    cfg: RecipeConfig
+    model: BiLSTMCTC
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    batches: BatchIterator
+    rng: random.Random          # augmentation draws
+    tokenizer: CharTokenizer
+    exp_dir: Path
+    prog: Progress = field(default_factory=Progress)
+
+    def save_state(self) -> None:
+        """Atomic training-state checkpoint: model, optimizer, scheduler, RNGs, sampler position."""
+        atomic_save({
+            "format": STATE_FORMAT, "model": model_payload(self.model, self.cfg.features, self.tokenizer),
+            "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+            "progress": asdict(self.prog), "config_digest": self.cfg.digest(),
+            "torch_rng": torch.get_rng_state(), "python_rng": list(self.rng.getstate()[1]),
+        }, self.exp_dir / "last.pt")
+
+    def load_state(self, path: Path) -> None:
+        state = torch.load(path, weights_only=True)
+        if state.get("format") != STATE_FORMAT or state.get("config_digest") != self.cfg.digest():
+            raise ValueError(f"{path}: not a training state of this config; move it away to start over")
+        self.model.load_state_dict(state["model"]["state_dict"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.prog = Progress(**state["progress"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rng.setstate((3, tuple(state["python_rng"]), None))
 
 
-def _save_state(path: Path, model, cfg, tokenizer, opt, sched, epoch, best, bad, history, rng) -> None:
-    atomic_save({
-        "format": STATE_FORMAT, "model": model_payload(model, cfg.features, tokenizer),
-        "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch,
-        "best_wer": best, "bad_epochs": bad, "history": history, "config_digest": cfg.digest(),
-        "rng": _rng_state(), "batch_rng": list(rng.getstate()[1]),
-    }, path)
-
-
-def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_dir: str | Path,
-          tokenizer: CharTokenizer) -> Path:
-    """Train and return the path of the best checkpoint (lowest dev WER). Resumes from
-    ``exp_dir/last.pt`` when it was written with the same config."""
-    exp_dir = Path(exp_dir)
-    exp_dir.mkdir(parents=True, exist_ok=True)
+def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, tokenizer: CharTokenizer) -> Trainer:
     tc = cfg.train
-    torch.set_num_threads(tc.threads)
     torch.manual_seed(tc.seed)
     model = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(tokenizer))
     model.set_cmvn(*compute_cmvn(train_set.feats))
@@ -116,83 +149,133 @@ def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_d
     total_steps = tc.epochs * len(batches.epoch(0))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, tc.warmup_steps, total_steps, tc.final_lr_ratio))
-    rng = random.Random(tc.seed)
-    start_epoch, best, bad, history = 0, float("inf"), 0, []
-    last, best_path = exp_dir / "last.pt", exp_dir / "best.pt"
-    if last.exists():
-        state = torch.load(last, weights_only=True)
-        if state.get("config_digest") != cfg.digest():
-            raise ValueError(f"{last}: written with a different config; move it away to start over")
-        model.load_state_dict(state["model"]["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, best, bad, history = state["epoch"] + 1, state["best_wer"], state["bad_epochs"], state["history"]
-        _set_rng_state(state["rng"])
-        rng.setstate((3, tuple(state["batch_rng"]), None))
-        print(f"[train] resumed from {last} at epoch {start_epoch + 1}", file=sys.stderr)
-    print(f"[train] {count_parameters(model) / 1e6:.2f}M parameters, {len(train_set.ids)} train / "
-          f"{len(dev_set.ids)} dev utterances, {total_steps} steps planned", file=sys.stderr)
-    t_start = time.perf_counter() - sum(h["time_s"] for h in history)
-    log = (exp_dir / "train_log.jsonl").open("a", encoding="utf-8")
-    for epoch in range(start_epoch, tc.epochs):
-        if bad >= tc.patience:
-            break
-        stats = run_epoch(model, opt, sched, batches, epoch, rng, tc, t_start, cfg.features.hop_ms / 1000)
-        stats.update(evaluate(model, dev_set, cfg.decode.batch_frames))
-        stats.update(epoch=epoch + 1, lr=opt.param_groups[0]["lr"])
-        improved = stats["wer"] < best
-        best, bad = (stats["wer"], 0) if improved else (best, bad + 1)
-        if improved:
-            atomic_save(model_payload(model, cfg.features, tokenizer,
-                                      {"epoch": epoch + 1, "dev_wer": stats["wer"], "config": to_dict(cfg)}),
-                        best_path)
-        history.append(stats)
-        _save_state(last, model, cfg, tokenizer, opt, sched, epoch, best, bad, history, rng)
-        log.write(json.dumps(stats) + "\n")
-        log.flush()
-        print(f"[train] epoch {epoch + 1:3d} loss {stats['loss']:.3f} dev WER {stats['wer']:.2f}% "
-              f"CER {stats['cer']:.2f}% lr {stats['lr']:.2e} {stats['time_s']:.0f}s "
-              f"({stats['audio_s_per_s']:.0f}x real time){' *' if improved else ''}", file=sys.stderr)
-        if stats.get("time_cap"):
-            print(f"[train] stopping: max_minutes={tc.max_minutes} reached", file=sys.stderr)
-            break
-    log.close()
-    return best_path
+    return Trainer(cfg, model, opt, sched, batches, random.Random(tc.seed), tokenizer, exp_dir)
 
 
-def run_epoch(model, opt, sched, batches: BatchIterator, epoch: int, rng: random.Random, tc,
-              t_start: float, hop_s: float) -> dict:
-    """One pass over the training batches; non-finite losses are skipped and counted."""
-    model.train()
-    t0 = time.perf_counter()
-    plan = batches.epoch(epoch)
-    total_loss, n_utts, frames, skipped, capped = 0.0, 0, 0, 0, False
-    bar = tqdm(plan, desc=f"epoch {epoch + 1}", disable=not tc.progress, leave=False,
-               mininterval=2.0, file=sys.stderr)
-    for batch in bar:
-        x, lens, targets, tgt_lens = batches.collate(batch, rng)
-        log_probs, out_lens = model(x, lens)
-        loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lens, tgt_lens,
-                          blank=0, reduction="sum", zero_infinity=True) / x.shape[0]
-        if not torch.isfinite(loss):
-            skipped += 1
-            continue
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        if not torch.isfinite(grad_norm):
-            skipped += 1
-            continue
-        opt.step()
-        sched.step()
-        total_loss += loss.item() * x.shape[0]
-        n_utts += x.shape[0]
-        frames += int(lens.sum())
-        bar.set_postfix(loss=f"{total_loss / n_utts:.3f}", refresh=False)
-        if tc.max_minutes and time.perf_counter() - t_start > tc.max_minutes * 60:
-            capped = True
-            break
-    elapsed = time.perf_counter() - t0
-    audio_s = frames * hop_s
-    return {"loss": total_loss / max(n_utts, 1), "time_s": elapsed, "skipped_batches": skipped,
-            "audio_s_per_s": audio_s / elapsed, "time_cap": capped}
+def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_dir: str | Path,
+          tokenizer: CharTokenizer) -> Path:
+    """Train and return the path of the best checkpoint (lowest dev WER).
+
+    Resumes exactly (same batches, augmentation draws and dropout masks) from ``exp_dir/last.pt``,
+    written atomically every ``train.checkpoint_every`` steps and at every epoch end.
+    """
+    exp_dir = Path(exp_dir)
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    torch.set_num_threads(tc.threads)
+    tr = make_trainer(cfg, train_set, exp_dir, tokenizer)
+    if (exp_dir / "last.pt").exists():
+        tr.load_state(exp_dir / "last.pt")
+        print(f"[train] resumed from {exp_dir / 'last.pt'} at epoch {tr.prog.epoch + 1}, "
+              f"batch {tr.prog.batch}", file=sys.stderr)
+    print(f"[train] {count_parameters(tr.model) / 1e6:.2f}M parameters, {len(train_set.ids)} train / "
+          f"{len(dev_set.ids)} dev utterances", file=sys.stderr)
+    with (exp_dir / "train_log.jsonl").open("a", encoding="utf-8") as log:
+        while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
+            capped = run_epoch(tr)
+            stats = end_epoch(tr, dev_set)
+            log.write(json.dumps(stats) + "\n")
+            log.flush()
+            if capped:
+                print(f"[train] stopping: max_minutes={tc.max_minutes} reached", file=sys.stderr)
+                break
+    return exp_dir / "best.pt"
+
+
+def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
+    """Dev WER, best checkpoint, history, then a state checkpoint at the next epoch's start."""
+    p, cfg = tr.prog, tr.cfg
+    stats = {"epoch": p.epoch + 1, "loss": p.loss_sum / max(p.utts, 1), "time_s": p.seconds,
+             "audio_s_per_s": p.frames * cfg.features.hop_ms / 1000 / max(p.seconds, 1e-9),
+             "skipped_batches": p.skipped, "split_batches": p.split, "lr": tr.opt.param_groups[0]["lr"]}
+    stats.update(evaluate(tr.model, dev_set, cfg.decode.batch_frames))
+    improved = stats["wer"] < p.best
+    p.best, p.bad_epochs = (stats["wer"], 0) if improved else (p.best, p.bad_epochs + 1)
+    if improved:
+        atomic_save(model_payload(tr.model, cfg.features, tr.tokenizer,
+                                  {"epoch": p.epoch + 1, "dev_wer": stats["wer"], "config": to_dict(cfg)}),
+                    tr.exp_dir / "best.pt")
+    p.history.append(stats)
+    p.new_epoch()
+    tr.save_state()
+    faults = f" skipped {stats['skipped_batches']} split {stats['split_batches']} batches" \
+        if stats["skipped_batches"] or stats["split_batches"] else ""
+    print(f"[train] epoch {stats['epoch']:3d} loss {stats['loss']:.3f} dev WER {stats['wer']:.2f}% "
+          f"CER {stats['cer']:.2f}% lr {stats['lr']:.2e} {stats['time_s']:.0f}s "
+          f"({stats['audio_s_per_s']:.0f}x real time){' *' if improved else ''}{faults}", file=sys.stderr)
+    return stats
+
+
+def train_step(tr: Trainer, x, lens, targets, tgt_lens) -> float | None:
+    """One optimizer step; returns the mean loss, or None when the loss or gradient norm is not
+    finite (then nothing is applied)."""
+    log_probs, out_lens = tr.model(x, lens)
+    loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lens, tgt_lens,
+                      blank=0, reduction="sum", zero_infinity=True) / x.shape[0]
+    if not torch.isfinite(loss):
+        return None
+    tr.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.train.grad_clip)
+    if not torch.isfinite(grad_norm):
+        tr.opt.zero_grad(set_to_none=True)
+        return None
+    tr.opt.step()
+    return loss.item()
+
+
+def _is_oom(e: RuntimeError) -> bool:
+    return "out of memory" in str(e) or "can't allocate memory" in str(e)
+
+
+def run_batch(tr: Trainer, batch: list[int]) -> None:
+    """Collate, augment and step; an out-of-memory batch is retried as two halves (one step
+    each), a single utterance that does not fit is skipped; both are counted."""
+    p = tr.prog
+    x, lens, targets, tgt_lens = tr.batches.collate(batch, tr.rng)
+    try:
+        loss = train_step(tr, x, lens, targets, tgt_lens)
+    except RuntimeError as e:
+        if not _is_oom(e):
+            raise
+        del x, targets
+        tr.opt.zero_grad(set_to_none=True)
+        if len(batch) == 1:
+            p.skipped += 1
+            return
+        p.split += 1
+        half = len(batch) // 2
+        run_batch(tr, batch[:half])
+        run_batch(tr, batch[half:])
+        return
+    if loss is None:
+        p.skipped += 1
+        return
+    tr.sched.step()
+    p.loss_sum += loss * len(batch)
+    p.utts += len(batch)
+    p.frames += int(lens.sum())
+
+
+def run_epoch(tr: Trainer) -> bool:
+    """Run the epoch in progress from its next batch; returns True if the time cap was hit."""
+    tc, p = tr.cfg.train, tr.prog
+    tr.model.train()
+    plan = tr.batches.epoch(p.epoch)
+    spent = sum(h["time_s"] for h in p.history)
+    bar = tqdm(total=len(plan), initial=p.batch, desc=f"epoch {p.epoch + 1}", disable=not tc.progress,
+               leave=False, mininterval=2.0, file=sys.stderr)
+    while p.batch < len(plan):
+        t0 = time.perf_counter()
+        run_batch(tr, plan[p.batch])
+        p.batch += 1
+        p.seconds += time.perf_counter() - t0
+        bar.update(1)
+        bar.set_postfix(loss=f"{p.loss_sum / max(p.utts, 1):.3f}", refresh=False)
+        if tc.checkpoint_every and p.batch % tc.checkpoint_every == 0 and p.batch < len(plan):
+            tr.save_state()
+        if tc.max_minutes and spent + p.seconds > tc.max_minutes * 60:
+            bar.close()
+            return True
+    bar.close()
+    return False

@@ -39,7 +39,8 @@ class SynthError(RuntimeError):
 
 @dataclass(frozen=True)
 class Job:
-    """One utterance to synthesize; ``speed`` > 1 is faster, ``pitch`` > 1 is higher."""
+    """One utterance to synthesize; ``speed`` > 1 is faster, ``pitch`` > 1 is higher, ``formant``
+    > 1 shifts the spectral envelope up (a shorter vocal tract)."""
 
     utt_id: str
     text: str
@@ -49,6 +50,21 @@ class Job:
     snr_db: float | None        # None: no added noise
     pad_s: tuple[float, float]  # silence before / after
     seed: int
+    formant: float = 1.0
+
+
+def native_params(job: Job) -> tuple[float, float, float]:
+    """(engine speed, engine pitch, resample factor r) that realise the job's targets.
+
+    Playing audio ``r`` times faster (by resampling) scales pitch, formants and speed by ``r``, so
+    the engine is asked for speed / r and pitch / r. Engines without a pitch control (festival,
+    piper) get their pitch from ``r`` alone (pitch and formants move together there).
+    """
+    if engine_of(job.voice) in ("festival", "piper"):
+        r = job.pitch
+        return job.speed / r, 1.0, r
+    r = job.formant
+    return job.speed / r, job.pitch / r, r
 
 
 def expand_voices(specs: Sequence[str]) -> list[str]:
@@ -115,15 +131,17 @@ def _run(cmd: list[str], what: str) -> None:
 
 
 def _synth_espeak(job: Job, name: str, path: Path) -> None:
-    wpm = int(round(ESPEAK_BASE_WPM * job.speed))
-    pitch = int(np.clip(round(ESPEAK_BASE_PITCH * job.pitch), 0, 99))
+    speed, pitch_factor, _ = native_params(job)
+    wpm = int(round(ESPEAK_BASE_WPM * speed))
+    pitch = int(np.clip(round(ESPEAK_BASE_PITCH * pitch_factor), 0, 99))
     _run(["espeak-ng", "-v", name, "-s", str(wpm), "-p", str(pitch), "-w", str(path), job.text], job.utt_id)
 
 
 def _synth_flite(job: Job, name: str, path: Path) -> None:
-    f0 = FLITE_F0_HZ.get(name, 110.0) * job.pitch
+    speed, pitch_factor, _ = native_params(job)
+    f0 = FLITE_F0_HZ.get(name, 110.0) * pitch_factor
     _run(["flite", "-voice", name, "-t", job.text, "-o", str(path),
-          "--setf", f"duration_stretch={1 / job.speed:.3f}", "--setf", f"int_f0_target_mean={f0:.1f}"],
+          "--setf", f"duration_stretch={1 / speed:.3f}", "--setf", f"int_f0_target_mean={f0:.1f}"],
          job.utt_id)
 
 
@@ -131,8 +149,7 @@ def _festival_batch(jobs: Sequence[Job], name: str, paths: Sequence[Path]) -> No
     """One festival process for many utterances (its start-up dominates single calls)."""
     lines = [f"(voice_{name})"]
     for job, path in zip(jobs, paths):
-        # pitch is applied afterwards by resampling, which also shortens: stretch to compensate
-        stretch = job.pitch / job.speed
+        stretch = 1 / native_params(job)[0]
         text = job.text.replace('"', "")
         lines.append(f"(Parameter.set 'Duration_Stretch {stretch:.3f})")
         lines.append(f'(utt.save.wave (utt.synth (Utterance Text "{text}")) "{path}" \'riff)')
@@ -161,7 +178,7 @@ def _synth_piper(job: Job, name: str, path: Path) -> None:
     from piper import SynthesisConfig
     voice = _piper_voice(name)
     rng = random.Random(job.seed)
-    cfg = SynthesisConfig(length_scale=job.pitch / job.speed, noise_scale=rng.uniform(0.4, 0.9),
+    cfg = SynthesisConfig(length_scale=1 / native_params(job)[0], noise_scale=rng.uniform(0.4, 0.9),
                           noise_w_scale=rng.uniform(0.5, 1.0))
     chunks = list(voice.synthesize(job.text, syn_config=cfg))
     if not chunks:
@@ -183,10 +200,11 @@ def _colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def postprocess(raw: np.ndarray, rate: int, job: Job) -> np.ndarray:
-    """Engine output -> 16 kHz: pitch by resampling (non-native engines), padding, noise, level."""
+    """Engine output -> 16 kHz: resampling shift (see :func:`native_params`), padding, noise, level."""
     x = check_audio(raw, rate, job.utt_id, min_seconds=0.05)
-    if engine_of(job.voice) in ("festival", "piper") and job.pitch != 1.0:
-        x = soxr.resample(x, SAMPLE_RATE_HZ * job.pitch, SAMPLE_RATE_HZ).astype(np.float32)
+    r = native_params(job)[2]
+    if r != 1.0:
+        x = soxr.resample(x, SAMPLE_RATE_HZ * r, SAMPLE_RATE_HZ).astype(np.float32)
     rng = np.random.default_rng(job.seed)
     x = np.concatenate([np.zeros(int(job.pad_s[0] * SAMPLE_RATE_HZ), np.float32), x,
                         np.zeros(int(job.pad_s[1] * SAMPLE_RATE_HZ), np.float32)])

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Benchmark the default recipe's model: training throughput and transcription real-time factor.
+"""Benchmark the default recipe's model: training throughput, transcription real-time factor,
+and scoring speed.
 
-    python scripts/benchmark.py [--config recipes/digits/config.yaml] [--steps 30] [--out bench.json]
+    python scripts/benchmark.py [--config recipes/digits/config.yaml] [--sections ...] [--out bench.json]
 
 Training throughput runs the real training step (augmentation, padding, forward, CTC, backward,
 clipping, Adam) on the recipe's cached training features when they exist, otherwise on random
@@ -90,22 +91,52 @@ def bench_transcription(cfg, n_files: int, threads: int) -> dict:
             "audio_seconds": round(audio_s, 1), "rtf": round(elapsed / audio_s, 5)}
 
 
+def bench_scoring(n_utts: int) -> dict:
+    """Full ``score_texts`` (sclite alignment, CER, reports, 1000 bootstrap resamples, files)."""
+    import tempfile
+
+    from asr.score import score_texts
+
+    torch.set_num_threads(1)
+    rng = random.Random(0)
+    vocab = [f"w{i}" for i in range(2000)]
+    refs, hyps = {}, {}
+    for i in range(n_utts):
+        ref = [rng.choice(vocab) for _ in range(rng.randint(0, 20))]
+        hyp = [w if rng.random() > 0.15 else rng.choice(vocab) for w in ref if rng.random() > 0.05]
+        refs[f"spk{i % 300}-{i}"], hyps[f"spk{i % 300}-{i}"] = " ".join(ref), " ".join(hyp)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        report = score_texts(refs, hyps, out_dir=tmp)
+        elapsed = time.perf_counter() - t0
+    return {"utterances": n_utts, "ref_words": report["summary"]["ref_words"], "seconds": round(elapsed, 2),
+            "utterances_per_second": round(n_utts / elapsed)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="recipes/digits/config.yaml")
     p.add_argument("--steps", type=int, default=30, help="timed training steps")
     p.add_argument("--files", type=int, default=100, help="files transcribed for the RTF")
+    p.add_argument("--scoring-utts", type=int, default=100000, help="utterances for the scoring benchmark")
+    p.add_argument("--sections", default="training,transcription,scoring",
+                   help="comma-separated subset of training,transcription,scoring")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
+    sections = set(args.sections.split(","))
     cfg = load_config(args.config)
     model = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(CharTokenizer()))
     report = {
         "code_version": code_version(), "config": args.config, "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
         "model": {**vars(cfg.model), "parameters": count_parameters(model)},
-        "training": bench_training(cfg, args.steps, cfg.train.threads),
-        "transcription_batch1": bench_transcription(cfg, args.files, 1),
     }
+    if "training" in sections:
+        report["training"] = bench_training(cfg, args.steps, cfg.train.threads)
+    if "transcription" in sections:
+        report["transcription_batch1"] = bench_transcription(cfg, args.files, 1)
+    if "scoring" in sections:
+        report["scoring_1core"] = bench_scoring(args.scoring_utts)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

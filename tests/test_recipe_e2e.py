@@ -69,7 +69,17 @@ def test_cli_transcribe_and_score(tiny_recipe):
     assert res.returncode == 1                     # one file failed
     assert len(res.stdout.splitlines()) == 3 and "bad.wav" in res.stderr and "RTF" in res.stderr
     dec = tmp / "exp/decode/test_unseen"
-    res = subprocess.run(["asr", "score", "--ref", str(dec / "ref.txt"), "--hyp", str(dec / "hyp.txt")],
+    expected = json.loads((tmp / "exp/results.json").read_text())["test_unseen"]["wer"]
+    res = subprocess.run(["asr", "score", "--ref", str(dec / "ref.txt"), "--hyp", str(dec / "hyp.txt"), "--json"],
                          capture_output=True, text=True, check=True)
-    scored = json.loads(res.stdout)
-    assert scored["wer"] == json.loads((tmp / "exp/results.json").read_text())["test_unseen"]["wer"]
+    assert json.loads(res.stdout)["summary"]["wer"] == expected
+    res = subprocess.run(["asr", "evaluate", "--model", str(tmp / "exp/best.pt"), "--manifest",
+                          str(tmp / "data/test_unseen.jsonl"), "--out-dir", str(tmp / "eval"), "--json"],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout)["summary"]["wer"] == expected
+    assert (tmp / "eval/report.txt").read_text().count("REF:") == 30
+    # ids present in only one file are listed by the CLI, which exits with an error
+    (tmp / "short_hyp.txt").write_text("".join((dec / "hyp.txt").read_text().splitlines(True)[1:]))
+    res = subprocess.run(["asr", "score", "--ref", str(dec / "ref.txt"), "--hyp", str(tmp / "short_hyp.txt")],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "1 only in" in res.stderr and "ref.txt" in res.stderr

@@ -1,5 +1,12 @@
 """The training loop on tiny random-feature data: learning, skipping bad items, exact resume."""
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,13 +61,14 @@ def test_build_set_skips_and_reports(tmp_path):
     tok = CharTokenizer()
     utts = [Utterance("ok", "a.wav", 1.0, "one", "s"), Utterance("empty", "a.wav", 1.0, "", "s"),
             Utterance("short", "a.wav", 0.1, "one two three", "s"), Utterance("nofeat", "a.wav", 1.0, "one", "s"),
-            Utterance("oov", "a.wav", 1.0, "one 1", "s")]
-    cache = {"ids": ["ok", "empty", "short", "oov"], "feats": [torch.zeros(90, 80), torch.zeros(90, 80),
-                                                                torch.zeros(20, 80), torch.zeros(90, 80)]}
+            Utterance("oov", "a.wav", 1.0, "one 1", "s"), Utterance("nan", "a.wav", 1.0, "one", "s")]
+    cache = {"ids": ["ok", "empty", "short", "oov", "nan"],
+             "feats": [torch.zeros(90, 80), torch.zeros(90, 80), torch.zeros(20, 80), torch.zeros(90, 80),
+                       torch.full((90, 80), float("nan"))]}
     data = build_set(utts, cache, tok, 3, "train", tmp_path / "skipped.txt")
     assert data.ids == ["ok"]
     report = (tmp_path / "skipped.txt").read_text()
-    for uid in ("empty", "short", "nofeat", "oov"):
+    for uid in ("empty", "short", "nofeat", "oov", "nan"):
         assert f"{uid}\t" in report
     assert "too short for CTC" in report
 
@@ -98,4 +106,88 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
     b = torch.load(part / "last.pt", weights_only=True)["model"]["state_dict"]
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert len(torch.load(part / "last.pt", weights_only=True)["history"]) == 4
+    assert len(torch.load(part / "last.pt", weights_only=True)["progress"]["history"]) == 4
+
+
+CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+import asr.train as T
+from asr.text import CharTokenizer
+from tests.test_train import _cfg, _data
+from pathlib import Path
+from dataclasses import replace
+slow = float(sys.argv[2])
+real = T.run_batch
+def run_batch(tr, batch):
+    time.sleep(slow)            # widen the window for the parent's SIGKILL
+    real(tr, batch)
+T.run_batch = run_batch
+exp = Path(sys.argv[1])
+cfg = _cfg(exp)
+cfg = replace(cfg, train=replace(cfg.train, checkpoint_every=1))
+T.train(cfg, _data(64, 0), _data(16, 1), exp, CharTokenizer())
+"""
+
+
+def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
+    """Kill training with SIGKILL mid-epoch, resume, and get the uninterrupted run's weights."""
+    root = str(Path(__file__).resolve().parents[1])
+    script = tmp_path / "child.py"
+    script.write_text(CHILD.format(root=root))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([sys.executable, str(script), str(tmp_path / "full"), "0"], check=True, env=env,
+                   capture_output=True, cwd=root)
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path / "part"), "0.05"], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=root)
+    last, deadline, killed_at = tmp_path / "part" / "last.pt", time.time() + 120, None
+    while time.time() < deadline and child.poll() is None:
+        if last.exists():
+            prog = torch.load(last, weights_only=True)["progress"]
+            if prog["epoch"] == 1 and prog["batch"] >= 2:      # mid-way through the 2nd epoch
+                child.send_signal(signal.SIGKILL)
+                killed_at = (prog["epoch"], prog["batch"])
+                break
+        time.sleep(0.02)
+    child.wait()
+    assert killed_at is not None and child.returncode == -signal.SIGKILL
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "part"), "0"], env=env,
+                         capture_output=True, text=True, cwd=root, check=True)
+    assert "resumed from" in res.stderr
+    a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)
+    for k, v in a["model"]["state_dict"].items():
+        assert torch.equal(v, b["model"]["state_dict"][k]), k
+    assert [h["loss"] for h in a["progress"]["history"]] == [h["loss"] for h in b["progress"]["history"]]
+
+
+def test_non_finite_batches_are_skipped_and_counted(tmp_path, monkeypatch):
+    from asr.data import BatchIterator
+    real_collate = BatchIterator.collate
+
+    def poisoned(self, batch, rng):
+        x, *rest = real_collate(self, batch, rng)
+        if 5 in batch:
+            x[0, 0, 0] = float("inf")
+        return (x, *rest)
+
+    monkeypatch.setattr(BatchIterator, "collate", poisoned)
+    train(_cfg(tmp_path, epochs=1), _data(32, 0), _data(8, 1), tmp_path, CharTokenizer())
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["progress"]["history"][0]["skipped_batches"] == 1
+    assert all(torch.isfinite(v).all() for v in state["model"]["state_dict"].values())
+
+
+def test_out_of_memory_batch_is_split(tmp_path, monkeypatch):
+    import asr.train as T
+    real_step = T.train_step
+
+    def step_failing_on_big_batches(tr, x, *rest):
+        if x.shape[0] > 4:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB")
+        return real_step(tr, x, *rest)
+
+    monkeypatch.setattr(T, "train_step", step_failing_on_big_batches)
+    train(_cfg(tmp_path, epochs=1), _data(32, 0), _data(8, 1), tmp_path, CharTokenizer())
+    hist = torch.load(tmp_path / "last.pt", weights_only=True)["progress"]["history"][0]
+    assert hist["split_batches"] > 0 and hist["skipped_batches"] == 0

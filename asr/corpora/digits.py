@@ -57,6 +57,7 @@ def make_jobs(cfg: SynthConfig, split: str, groups: list[list[str]]) -> list[Job
             snr_db=rng.uniform(*cfg.snr_db_range) if noisy else None,
             pad_s=(rng.uniform(*cfg.pad_range_s), rng.uniform(*cfg.pad_range_s)),
             seed=rng.randrange(2 ** 31),
+            formant=rng.uniform(*cfg.formant_range),
         ))
     return jobs
 
