@@ -128,21 +128,51 @@ def expand_paths(paths: Sequence[str]) -> list[Path]:
     return out
 
 
-def cmd_transcribe(args) -> int:
-    from .decode import transcribe_files
-    from .model import load_model
+def utterance_id(path: Path, root: Path | None) -> str:
+    """Kaldi-safe id from a path (relative to the directory given on the command line)."""
+    rel = path.relative_to(root) if root is not None else Path(path.name)
+    return "_".join(rel.with_suffix("").parts).replace(" ", "_")
 
+
+def cmd_transcribe(args) -> int:
+    from tqdm import tqdm
+
+    from .audio import AudioError
+    from .model import load_model
+    from .transcribe import SegmentOptions, transcribe, write_outputs
+
+    if args.decoder != "greedy":
+        raise ValueError(f"decoder {args.decoder!r} is not available yet (available: greedy)")
     model = load_model(args.model)
-    t0 = time.perf_counter()
-    results, failures = transcribe_files(model, expand_paths(args.paths))
-    for r in results:
-        print(f"{r.path}\t{r.text}")
-    for f in failures:
-        print(f"[transcribe] failed: {f}", file=sys.stderr)
-    audio_s = sum(r.duration for r in results)
-    print(f"[transcribe] {len(results)} files, {audio_s:.1f}s audio, "
-          f"RTF {(time.perf_counter() - t0) / max(audio_s, 1e-9):.4f}, {len(failures)} failed",
-          file=sys.stderr)
+    opts = SegmentOptions(max_segment_s=args.max_segment)
+    formats = [f for f in args.formats.split(",") if f]
+    jobs = []                                  # (path, id)
+    for p in map(Path, args.paths):
+        if p.is_dir():
+            jobs += [(f, utterance_id(f, p)) for f in expand_paths([str(p)])]
+        else:
+            jobs.append((p, utterance_id(p, None)))
+    t0, audio_s, failures, kaldi = time.perf_counter(), 0.0, [], {}
+    for path, uid in tqdm(jobs, desc="transcribe", unit="file", disable=not sys.stderr.isatty()):
+        try:
+            tr = transcribe(model, path, opts=opts)
+        except AudioError as e:
+            failures.append(str(e))
+            print(f"[transcribe] failed: {e}", file=sys.stderr)
+            continue
+        audio_s += tr.duration
+        kaldi[uid] = tr.text
+        if args.output_dir:
+            write_outputs(tr, Path(args.output_dir) / uid, formats)
+        else:
+            print(f"{path}\t{tr.text}")
+    if args.output_dir:
+        from .score import write_kaldi_text
+
+        write_kaldi_text(kaldi, Path(args.output_dir) / "text")
+    elapsed = time.perf_counter() - t0
+    print(f"[transcribe] {len(kaldi)} files, {audio_s:.1f}s audio in {elapsed:.1f}s, "
+          f"RTF {elapsed / max(audio_s, 1e-9):.4f}; {len(failures)} failed", file=sys.stderr)
     return 1 if failures else 0
 
 
@@ -174,9 +204,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     _add_scoring(p)
     p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("transcribe", help="transcribe audio files or directories")
+    p = sub.add_parser("transcribe", help="transcribe audio files or directories (recursive)")
     p.add_argument("--model", required=True)
     p.add_argument("paths", nargs="+")
+    p.add_argument("--output-dir", help="write <id>.<format> per file and a Kaldi `text` for all")
+    p.add_argument("--formats", default="txt,json,srt,vtt", help="comma-separated: txt,json,srt,vtt")
+    p.add_argument("--decoder", default="greedy", choices=["greedy"])
+    p.add_argument("--max-segment", type=float, default=20.0, help="longest decoded segment (s)")
     p.set_defaults(func=cmd_transcribe)
     return parser
 

@@ -1,16 +1,14 @@
-"""CTC decoding (greedy) and batch transcription of features, files and manifests."""
+"""CTC decoding (greedy) and batch decoding of features and manifests."""
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE_HZ, AudioError, load_audio
+from .audio import AudioError, load_audio
 from .data import Utterance, bucket_batches, pad_batch
 from .features import FeatureExtractor
 from .model import BiLSTMCTC
@@ -39,36 +37,6 @@ def decode_features(model: BiLSTMCTC, feats: Sequence[torch.Tensor], batch_frame
         for i, ids in zip(batch, greedy_decode(log_probs, out_lens)):
             texts[i] = model.tokenizer.decode(ids)
     return texts
-
-
-@dataclass(frozen=True)
-class Transcript:
-    path: str
-    text: str
-    duration: float      # seconds of audio
-
-
-def transcribe_audio(model: BiLSTMCTC, samples: np.ndarray) -> str:
-    """(N,) float32 16 kHz samples -> text."""
-    extractor = FeatureExtractor(model.feature_config)
-    min_samples = model.cfg.stack * extractor.hop
-    if samples.size < min_samples:
-        samples = np.pad(samples, (0, min_samples - samples.size))
-    return decode_features(model, [extractor(samples)])[0]
-
-
-def transcribe_files(model: BiLSTMCTC, paths: Sequence[str | Path]) -> tuple[list[Transcript], list[str]]:
-    """Transcribe files one by one. Returns transcripts and ``"path: reason"`` failures; a bad
-    file never stops the others."""
-    out, failures = [], []
-    for p in paths:
-        try:
-            samples = load_audio(p)
-        except AudioError as e:
-            failures.append(str(e))
-            continue
-        out.append(Transcript(str(p), transcribe_audio(model, samples), samples.size / SAMPLE_RATE_HZ))
-    return out, failures
 
 
 def decode_utterances(model: BiLSTMCTC, utts: Sequence[Utterance], cache: dict | None = None,

@@ -82,6 +82,14 @@ class BiLSTMCTC(nn.Module):
         return self.output(self.dropout(x)).log_softmax(-1), out_lens
 
 
+    def transcribe(self, audio, sample_rate: int | None = None, **options):
+        """Transcribe a path or a sample array; see :func:`asr.transcribe.transcribe`.
+        ``options`` are :class:`asr.transcribe.SegmentOptions` fields."""
+        from .transcribe import SegmentOptions, transcribe
+
+        return transcribe(self, audio, sample_rate, SegmentOptions(**options))
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

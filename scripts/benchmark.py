@@ -7,7 +7,7 @@ and scoring speed.
 Training throughput runs the real training step (augmentation, padding, forward, CTC, backward,
 clipping, Adam) on the recipe's cached training features when they exist, otherwise on random
 features of typical utterance lengths. Transcription RTF is end to end at batch 1: read the file,
-resample, log-mels, model, greedy decoding. Prints one JSON object.
+resample, segment, log-mels, model, greedy decoding, word alignment. Prints one JSON object.
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from asr.config import load_config  # noqa: E402
 from asr.data import BatchIterator, read_manifest  # noqa: E402
-from asr.decode import transcribe_files  # noqa: E402
+from asr.transcribe import transcribe  # noqa: E402
 from asr.features import load_feature_cache  # noqa: E402
 from asr.model import BiLSTMCTC, count_parameters, load_model  # noqa: E402
 from asr.recipe import cache_path, code_version, manifest_path  # noqa: E402
@@ -82,13 +82,13 @@ def bench_transcription(cfg, n_files: int, threads: int) -> dict:
         model.tokenizer, model.feature_config = CharTokenizer(), cfg.features
     split = cfg.test_splits[0] if cfg.test_splits else cfg.dev_split
     files = [u.audio for u in read_manifest(manifest_path(cfg, split))[:n_files]]
-    transcribe_files(model, files[:3])                    # warm-up
+    for f in files[:3]:                                   # warm-up
+        transcribe(model, f)
     t0 = time.perf_counter()
-    results, failures = transcribe_files(model, files)
+    audio_s = sum(transcribe(model, f).duration for f in files)
     elapsed = time.perf_counter() - t0
-    audio_s = sum(r.duration for r in results)
-    return {"threads": threads, "model": which, "files": len(results), "failed": len(failures),
-            "audio_seconds": round(audio_s, 1), "rtf": round(elapsed / audio_s, 5)}
+    return {"threads": threads, "model": which, "files": len(files), "audio_seconds": round(audio_s, 1),
+            "rtf": round(elapsed / audio_s, 5)}
 
 
 def bench_scoring(n_utts: int) -> dict:

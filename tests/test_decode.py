@@ -1,7 +1,7 @@
 import torch
 
 from asr.data import Utterance
-from asr.decode import decode_utterances, greedy_decode, transcribe_files
+from asr.decode import decode_utterances, greedy_decode
 
 
 def _onehot(seq, v=5):
@@ -11,14 +11,6 @@ def _onehot(seq, v=5):
 def test_greedy_collapses_repeats_and_blanks():
     lp = torch.stack([_onehot([1, 1, 0, 1, 2, 2, 0, 0]), _onehot([3, 0, 3, 3, 4, 4, 4, 4])])
     assert greedy_decode(lp, torch.tensor([8, 4])) == [[1, 1, 2], [3, 3]]
-
-
-def test_transcribe_files_reports_failures(tiny_model, wav_dir):
-    paths = [wav_dir / "good.wav", wav_dir / "junk.wav", wav_dir / "stereo44.wav", wav_dir / "empty.wav"]
-    results, failures = transcribe_files(tiny_model.eval(), paths)
-    assert [r.path for r in results] == [str(wav_dir / "good.wav"), str(wav_dir / "stereo44.wav")]
-    assert len(failures) == 2 and "junk.wav" in failures[0] and "empty.wav" in failures[1]
-    assert abs(results[1].duration - 0.5) < 0.01
 
 
 def test_decode_utterances_keeps_unreadable_as_empty(tiny_model, wav_dir):

@@ -1,0 +1,253 @@
+"""Transcription of recordings of any length: streamed reading, pause-based segmentation, batched
+decoding, word timestamps from CTC forced alignment, and text/JSON/SRT/WebVTT/Kaldi output.
+
+Memory stays bounded: audio is read block by block and at most ``max_segment_s`` of pending
+audio plus one decoding batch is held at a time.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+import torchaudio.functional as AF
+
+from .audio import SAMPLE_RATE_HZ, AudioError, check_audio
+from .data import pad_batch
+from .decode import greedy_decode
+from .features import FeatureExtractor
+
+READ_BLOCK_S = 10.0          # seconds read from disk at a time
+ENERGY_WIN_S = 0.025
+ENERGY_HOP_S = 0.010
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    max_segment_s: float = 20.0      # hard cap on one decoded segment
+    min_pause_s: float = 0.2         # a pause at least this long is a cut candidate
+    threshold_db: float = 12.0       # speech = frame energy above the noise floor + this
+    batch_segments: int = 8          # segments decoded together
+
+
+@dataclass
+class Word:
+    word: str
+    start: float                     # seconds from the start of the recording
+    end: float
+    confidence: float                # geometric mean posterior of its aligned characters, 0..1
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+    words: list[Word] = field(default_factory=list)
+
+
+@dataclass
+class Transcription:
+    text: str
+    words: list[Word]
+    segments: list[Segment]
+    duration: float                  # seconds of audio
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------- streaming + segmentation
+def stream_audio(source: str | Path | np.ndarray, sample_rate: int | None = None) -> Iterator[np.ndarray]:
+    """Yield 16 kHz mono float32 blocks from a file (read block by block) or an array."""
+    if isinstance(source, np.ndarray):
+        rate = sample_rate or SAMPLE_RATE_HZ
+        yield check_audio(source, rate, "<array>")
+        return
+    try:
+        f = sf.SoundFile(str(source))
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise AudioError(f"{source}: cannot read audio ({e})") from None
+    with f:
+        if f.frames == 0:
+            raise AudioError(f"{source}: audio is empty (0 samples)")
+        check_audio(np.zeros(1, np.float32), f.samplerate, str(source))    # validates the rate
+        resampler = None if f.samplerate == SAMPLE_RATE_HZ else \
+            soxr.ResampleStream(f.samplerate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
+        block = int(READ_BLOCK_S * f.samplerate)
+        while True:
+            x = f.read(block, dtype="float32", always_2d=True)
+            last = x.shape[0] < block
+            x = x.mean(axis=1)
+            if not np.isfinite(x).all():
+                raise AudioError(f"{source}: audio contains NaN or Inf samples")
+            if resampler is not None:
+                x = resampler.resample_chunk(x, last=last)
+            if x.size:
+                yield x.astype(np.float32, copy=False)
+            if last:
+                return
+
+
+def frame_energy_db(x: np.ndarray) -> np.ndarray:
+    """(N,) samples -> (frames,) energy in dB per 25 ms window, 10 ms hop."""
+    win, hop = int(ENERGY_WIN_S * SAMPLE_RATE_HZ), int(ENERGY_HOP_S * SAMPLE_RATE_HZ)
+    if x.size < win:
+        return np.array([10 * np.log10(np.mean(x ** 2) + 1e-10)])
+    frames = np.lib.stride_tricks.sliding_window_view(x, win)[::hop]
+    return 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-10)
+
+
+def find_cut(x: np.ndarray, opts: SegmentOptions) -> int:
+    """Sample index at which to cut ``x`` (longer than the max segment): the middle of the last
+    long-enough pause within the cap, else the quietest frame in the cap's second half."""
+    cap = int(opts.max_segment_s * SAMPLE_RATE_HZ)
+    hop = int(ENERGY_HOP_S * SAMPLE_RATE_HZ)
+    db = frame_energy_db(x[:cap])
+    silent = db < np.percentile(db, 10) + opts.threshold_db
+    min_run = max(1, int(opts.min_pause_s / ENERGY_HOP_S))
+    best, run_start = None, None
+    for i, s in enumerate(np.append(silent, False)):
+        if s and run_start is None:
+            run_start = i
+        elif not s and run_start is not None:
+            if i - run_start >= min_run and run_start > 0:
+                best = (run_start + i) // 2
+            run_start = None
+    if best is None:
+        half = len(db) // 2
+        best = half + int(np.argmin(db[half:]))
+    return max(1, best * hop)
+
+
+def segment_stream(blocks: Iterator[np.ndarray], opts: SegmentOptions) -> Iterator[tuple[float, np.ndarray]]:
+    """Cut a stream into contiguous segments ``(start_s, samples)`` of at most ``max_segment_s``,
+    at pauses where possible. Segments tile the stream: nothing lost, nothing doubled."""
+    cap = int(opts.max_segment_s * SAMPLE_RATE_HZ)
+    pending, offset = np.zeros(0, np.float32), 0
+    for block in blocks:
+        pending = np.concatenate([pending, block])
+        while pending.size > cap:
+            cut = find_cut(pending, opts)
+            yield offset / SAMPLE_RATE_HZ, pending[:cut]
+            pending, offset = pending[cut:], offset + cut
+    if pending.size:
+        yield offset / SAMPLE_RATE_HZ, pending
+
+
+# ---------------------------------------------------------------- decoding + alignment
+def align_words(log_probs: torch.Tensor, ids: list[int], vocab: Sequence[str], frame_s: float,
+                offset_s: float) -> list[Word]:
+    """Word times from CTC forced alignment of the decoded ids on (T, V) log-probs."""
+    if not ids:
+        return []
+    ali, scores = AF.forced_align(log_probs.unsqueeze(0).float(), torch.tensor([ids], dtype=torch.int32), blank=0)
+    spans = AF.merge_tokens(ali[0], scores[0])          # span.score: mean log-posterior
+    words, current = [], []
+    for span in spans + [None]:
+        if span is None or vocab[span.token] == " ":
+            if current:
+                logp = sum(s.score * (s.end - s.start) for s in current) / sum(s.end - s.start for s in current)
+                words.append(Word("".join(vocab[s.token] for s in current),
+                                  round(offset_s + current[0].start * frame_s, 3),
+                                  round(offset_s + current[-1].end * frame_s, 3),
+                                  round(float(np.exp(logp)), 4)))
+            current = []
+        else:
+            current.append(span)
+    return words
+
+
+@torch.inference_mode()
+def decode_segments(model, extractor: FeatureExtractor, segs: list[tuple[float, np.ndarray]]) -> list[Segment]:
+    """Decode a batch of ``(start_s, samples)`` segments greedily and time their words."""
+    min_samples = model.cfg.stack * extractor.hop
+    feats = [extractor(np.pad(x, (0, max(0, min_samples - x.size)))) for _, x in segs]
+    x, lens = pad_batch(feats)
+    log_probs, out_lens = model(x, lens)
+    frame_s = extractor.hop / SAMPLE_RATE_HZ * model.cfg.stack
+    out = []
+    for (start, audio), lp, n, ids in zip(segs, log_probs, out_lens, greedy_decode(log_probs, out_lens)):
+        words = align_words(lp[: int(n)], ids, model.tokenizer.vocab, frame_s, start)
+        out.append(Segment(round(start, 3), round(start + audio.size / SAMPLE_RATE_HZ, 3),
+                           model.tokenizer.decode(ids), words))
+    return out
+
+
+def transcribe(model, source: str | Path | np.ndarray, sample_rate: int | None = None,
+               opts: SegmentOptions | None = None) -> Transcription:
+    """Transcribe a file path or a (N,) / (N, C) array (``sample_rate`` defaults to 16 kHz)."""
+    opts = opts or SegmentOptions()
+    extractor = FeatureExtractor(model.feature_config)
+    segments: list[Segment] = []
+    batch: list[tuple[float, np.ndarray]] = []
+    duration = 0.0
+    for start, x in segment_stream(stream_audio(source, sample_rate), opts):
+        duration = start + x.size / SAMPLE_RATE_HZ
+        batch.append((start, x))
+        if len(batch) == opts.batch_segments:
+            segments += decode_segments(model, extractor, batch)
+            batch = []
+    if batch:
+        segments += decode_segments(model, extractor, batch)
+    name = source if not isinstance(source, np.ndarray) else "<array>"
+    if duration < MIN_DURATION_S:
+        raise AudioError(f"{name}: audio too short ({duration:.3f} s, need >= {MIN_DURATION_S} s)")
+    segments = [s for s in segments if s.text]
+    return Transcription(" ".join(s.text for s in segments), [w for s in segments for w in s.words],
+                         segments, round(duration, 3))
+
+
+MIN_DURATION_S = 0.1
+
+
+# ---------------------------------------------------------------- output formats
+def _ts(t: float, sep: str) -> str:
+    ms = int(round(t * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d}{sep}{ms % 1000:03d}"
+
+
+def subtitle_cues(tr: Transcription, max_s: float = 6.0, max_words: int = 12,
+                  max_gap_s: float = 0.8) -> list[tuple[float, float, str]]:
+    """Group words into cues: a new cue after a long gap, or when one grows too long."""
+    cues, cur = [], []
+    for w in tr.words:
+        if cur and (w.start - cur[-1].end > max_gap_s or w.end - cur[0].start > max_s or len(cur) >= max_words):
+            cues.append((cur[0].start, cur[-1].end, " ".join(x.word for x in cur)))
+            cur = []
+        cur.append(w)
+    if cur:
+        cues.append((cur[0].start, cur[-1].end, " ".join(x.word for x in cur)))
+    return cues
+
+
+def to_srt(tr: Transcription) -> str:
+    return "".join(f"{i}\n{_ts(a, ',')} --> {_ts(b, ',')}\n{text}\n\n"
+                   for i, (a, b, text) in enumerate(subtitle_cues(tr), 1))
+
+
+def to_vtt(tr: Transcription) -> str:
+    return "WEBVTT\n\n" + "".join(f"{_ts(a, '.')} --> {_ts(b, '.')}\n{text}\n\n" for a, b, text in subtitle_cues(tr))
+
+
+def to_json(tr: Transcription) -> str:
+    return json.dumps(tr.to_dict(), indent=1, ensure_ascii=False) + "\n"
+
+
+WRITERS = {"txt": lambda tr: tr.text + "\n", "json": to_json, "srt": to_srt, "vtt": to_vtt}
+
+
+def write_outputs(tr: Transcription, base: Path, formats: Sequence[str]) -> list[Path]:
+    """Write ``base.<fmt>`` for each format; returns the paths."""
+    base.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = base.with_name(base.name + "." + fmt)
+        path.write_text(WRITERS[fmt](tr), encoding="utf-8")
+        paths.append(path)
+    return paths

@@ -1,0 +1,79 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr.audio import AudioError, load_audio
+from asr.transcribe import (SegmentOptions, Transcription, Word, segment_stream, stream_audio,
+                            subtitle_cues, to_srt, to_vtt, transcribe, write_outputs)
+
+from .conftest import tone
+
+
+def _bursts(n: int, rate: int = 16000) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """n tone bursts of 0.6-1.4 s separated by 0.3-0.8 s of low noise; returns the pause spans."""
+    rng = np.random.default_rng(0)
+    parts, pauses, t = [], [], 0.0
+    for i in range(n):
+        burst = tone(rng.uniform(0.6, 1.4), rate, freq=300 + 50 * i)
+        gap = rng.uniform(0.3, 0.8)
+        parts += [burst, 0.001 * rng.standard_normal(int(gap * rate)).astype(np.float32)]
+        t += burst.size / rate
+        pauses.append((t, t + gap))
+        t += gap
+    return np.concatenate(parts), pauses
+
+
+def test_segments_tile_the_stream_and_cut_in_pauses():
+    x, pauses = _bursts(40)
+    opts = SegmentOptions(max_segment_s=5.0)
+    blocks = (x[i: i + 7000] for i in range(0, x.size, 7000))        # odd block size on purpose
+    segs = list(segment_stream(blocks, opts))
+    assert np.array_equal(np.concatenate([s for _, s in segs]), x)  # nothing lost or doubled
+    assert all(s.size <= 5.0 * 16000 for _, s in segs)
+    starts = [t for t, _ in segs]
+    assert starts == sorted(starts) and len(segs) > 5
+    for t in starts[1:]:                                             # every cut inside a pause
+        assert any(a <= t <= b for a, b in pauses), t
+
+
+def test_no_pause_still_capped():
+    x = tone(12.0)
+    segs = list(segment_stream(iter([x]), SegmentOptions(max_segment_s=4.0)))
+    assert np.array_equal(np.concatenate([s for _, s in segs]), x)
+    assert all(s.size <= 4 * 16000 for _, s in segs)
+
+
+def test_stream_matches_whole_file_resampling(tmp_path):
+    x = tone(25.0, 44100, channels=2)
+    sf.write(tmp_path / "long.flac", x, 44100)
+    streamed = np.concatenate(list(stream_audio(tmp_path / "long.flac")))
+    whole = load_audio(tmp_path / "long.flac")
+    assert abs(streamed.size - whole.size) <= 2
+    n = min(streamed.size, whole.size)
+    assert np.max(np.abs(streamed[1000:n - 1000] - whole[1000:n - 1000])) < 1e-3
+
+
+def test_bad_sources(tmp_path, tiny_model):
+    (tmp_path / "junk.wav").write_bytes(b"junk")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
+    sf.write(tmp_path / "short.wav", np.zeros(400, np.float32), 16000)
+    for name, reason in [("junk.wav", "cannot read"), ("empty.wav", "empty"), ("short.wav", "too short")]:
+        with pytest.raises(AudioError, match=rf"{name}.*{reason}"):
+            transcribe(tiny_model.eval(), tmp_path / name)
+
+
+def test_transcribe_array_and_outputs(tmp_path, tiny_model):
+    tr = tiny_model.eval().transcribe(tone(3.0, 8000, channels=2), sample_rate=8000, max_segment_s=1.0)
+    assert isinstance(tr, Transcription) and tr.duration == pytest.approx(3.0, abs=0.01)
+    for s in tr.segments:
+        assert s.end - s.start <= 1.0 + 1e-6 and s.text
+    tr = Transcription("one two three", [Word("one", 0.5, 0.8, 0.9), Word("two", 0.9, 1.2, 0.8),
+                                          Word("three", 4.0, 4.4, 0.7)], [], 5.0)
+    assert [c[2] for c in subtitle_cues(tr)] == ["one two", "three"]       # split at the long gap
+    assert "00:00:00,500 --> 00:00:01,200\none two" in to_srt(tr)
+    assert to_vtt(tr).startswith("WEBVTT") and "00:00:04.000 --> 00:00:04.400" in to_vtt(tr)
+    paths = write_outputs(tr, tmp_path / "out" / "rec", ["txt", "json", "srt", "vtt"])
+    assert [p.name for p in paths] == ["rec.txt", "rec.json", "rec.srt", "rec.vtt"]
+    assert json.loads(paths[1].read_text())["words"][2]["start"] == 4.0
