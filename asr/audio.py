@@ -10,6 +10,7 @@ import soxr
 SAMPLE_RATE_HZ = 16000
 MIN_SOURCE_RATE_HZ = 4000      # below this no speech band survives
 MAX_SOURCE_RATE_HZ = 384000
+SILENCE_PEAK = 1e-4            # peak amplitude below which a file holds no usable signal
 
 
 class AudioError(ValueError):
@@ -28,18 +29,25 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return samples if samples.ndim == 1 else samples.mean(axis=1)
 
 
-def load_audio(path: str | Path, min_seconds: float = 0.0) -> np.ndarray:
+def load_audio(path: str | Path, min_seconds: float = 0.0, max_seconds: float | None = None,
+               reject_silence: bool = False) -> np.ndarray:
     """Read ``path`` and return (N,) float32 samples at 16 kHz, mono, in [-1, 1].
 
     Raises :class:`AudioError` naming the file for unreadable, empty, too short or non-finite
-    audio, and for absurd sample rates.
+    audio and absurd sample rates; with ``max_seconds`` for files too long (checked from the
+    header, before decoding), with ``reject_silence`` for all-silent files.
     """
     path = Path(path)
+    if max_seconds is not None and audio_duration(path) > max_seconds:
+        raise AudioError(f"{path}: audio too long ({audio_duration(path):.1f} s > {max_seconds} s)")
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
         raise AudioError(f"{path}: cannot read audio ({e})") from None
-    return check_audio(samples, rate, str(path), min_seconds)
+    samples = check_audio(samples, rate, str(path), min_seconds)
+    if reject_silence and np.abs(samples).max() < SILENCE_PEAK:
+        raise AudioError(f"{path}: audio is all silence (peak {np.abs(samples).max():.1e})")
+    return samples
 
 
 def check_audio(samples: np.ndarray, rate: int, name: str, min_seconds: float = 0.0) -> np.ndarray:

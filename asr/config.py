@@ -39,6 +39,21 @@ class FeatureConfig:
 
 
 @dataclass(frozen=True)
+class DataConfig:
+    """What counts as usable training data."""
+
+    oov_policy: str = "map"        # characters outside the vocabulary: map | drop | fail
+    min_duration_s: float = 0.1
+    max_duration_s: float = 60.0   # longer utterances would blow up batch memory
+
+    def check(self, where: str) -> None:
+        _require(self.oov_policy in ("map", "drop", "fail"), f"{where}.oov_policy",
+                 "allowed: map (normalise, then remove what is left), drop (skip utterance), fail")
+        _require(0 <= self.min_duration_s < self.max_duration_s, f"{where}.max_duration_s",
+                 "must be > min_duration_s >= 0")
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Stacked BiLSTM-CTC acoustic model."""
 
@@ -159,6 +174,7 @@ class RecipeConfig:
     dev_split: str = "dev"
     test_splits: tuple[str, ...] = ()
     synth: SynthConfig = field(default_factory=SynthConfig)
+    data: DataConfig = field(default_factory=DataConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)

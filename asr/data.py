@@ -5,7 +5,7 @@ import json
 import math
 import random
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import AugmentConfig
-from .text import CharTokenizer
+from .text import CharTokenizer, normalize_text
 
 REQUIRED_FIELDS = ("id", "audio", "duration", "text", "speaker")
 
@@ -83,30 +83,63 @@ def write_manifest(utts: Sequence[Utterance], path: str | Path) -> None:
     tmp.replace(path)
 
 
-def validate_utterances(utts: Sequence[Utterance], tokenizer: CharTokenizer,
-                        check_audio: bool = True) -> tuple[list[Utterance], list[str]]:
-    """Split into usable utterances and ``"id\\treason"`` problems (empty text, unknown
-    characters, missing audio). Problems are returned, never silently dropped."""
-    good, bad = [], []
+class DataError(ValueError):
+    """Training data that the configured policy refuses (``oov_policy: fail``)."""
+
+
+def apply_oov_policy(u: Utterance, tokenizer: CharTokenizer, policy: str) -> tuple[Utterance | None, str]:
+    """Return the utterance to use (or None to skip) and a note for the report ('' if clean).
+
+    ``map``: normalise the text (case, digits, punctuation), then remove remaining unknown
+    characters; ``drop``: skip the utterance; ``fail``: raise :class:`DataError`.
+    """
+    bad = tokenizer.unknown_chars(u.text)
+    if not bad:
+        return u, ""
+    shown = "".join(sorted(bad))
+    if policy == "fail":
+        raise DataError(f"{u.id}: characters outside the vocabulary: {shown!r} (data.oov_policy=fail)")
+    if policy == "drop":
+        return None, f"{u.id}\tcharacters outside the vocabulary: {shown!r} (dropped)"
+    text = normalize_text(u.text)
+    text = " ".join("".join(c for c in text if not tokenizer.unknown_chars(c)).split())
+    if not text:
+        return None, f"{u.id}\tnothing left after mapping {shown!r}"
+    return replace(u, text=text), f"{u.id}\tmapped {shown!r}: {u.text!r} -> {text!r}"
+
+
+def validate_utterances(utts: Sequence[Utterance], tokenizer: CharTokenizer, check_audio: bool = True,
+                        oov_policy: str = "drop", max_duration_s: float = float("inf"),
+                        ) -> tuple[list[Utterance], list[str]]:
+    """Split into usable utterances and ``"id\treason"`` notes (empty text, unknown characters
+    handled by ``oov_policy``, too long, missing audio). Nothing is dropped silently: every
+    skipped or changed utterance has a note."""
+    good, notes = [], []
     for u in utts:
         if not u.text.strip():
-            bad.append(f"{u.id}\tempty transcript")
-        elif tokenizer.unknown_chars(u.text):
-            bad.append(f"{u.id}\tcharacters outside the vocabulary: "
-                       f"{''.join(sorted(tokenizer.unknown_chars(u.text)))!r}")
-        elif check_audio and not Path(u.audio).is_file():
-            bad.append(f"{u.id}\taudio file not found: {u.audio}")
-        else:
-            good.append(u)
-    return good, bad
+            notes.append(f"{u.id}\tempty transcript")
+            continue
+        if u.duration > max_duration_s:
+            notes.append(f"{u.id}\ttoo long: {u.duration:.1f} s > data.max_duration_s={max_duration_s}")
+            continue
+        if check_audio and not Path(u.audio).is_file():
+            notes.append(f"{u.id}\taudio file not found: {u.audio}")
+            continue
+        kept, note = apply_oov_policy(u, tokenizer, oov_policy)
+        if note:
+            notes.append(note)
+        if kept is not None:
+            good.append(kept)
+    return good, notes
 
 
 def report_skipped(problems: Sequence[str], total: int, what: str, report: Path | None) -> None:
-    """Print a count of skipped items to stderr and list them in ``report``."""
+    """Print counts of skipped / changed items to stderr and list them all in ``report``."""
     if not problems:
         return
-    print(f"[{what}] skipped {len(problems)} of {total} utterances (see {report or 'below'})",
-          file=sys.stderr)
+    mapped = sum("\tmapped " in p for p in problems)
+    print(f"[{what}] {len(problems) - mapped} of {total} utterances skipped, {mapped} mapped "
+          f"(see {report or 'below'})", file=sys.stderr)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text("\n".join(problems) + "\n", encoding="utf-8")

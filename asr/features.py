@@ -64,23 +64,24 @@ def compute_cmvn(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
     return mean.float(), std.float()
 
 
-def _cache_key(utts: Sequence, cfg: FeatureConfig) -> str:
-    h = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode())
+def _cache_key(utts: Sequence, cfg: FeatureConfig, max_seconds: float) -> str:
+    h = hashlib.sha256(json.dumps([asdict(cfg), max_seconds], sort_keys=True).encode())
     for u in utts:
         h.update(f"{u.id}\t{u.audio}\t{u.duration:.4f}\n".encode())
     return h.hexdigest()[:16]
 
 
 def build_feature_cache(utts: Sequence, cfg: FeatureConfig, path: str | Path,
-                        report: str | Path | None = None) -> dict:
+                        report: str | Path | None = None, max_seconds: float = 600.0) -> dict:
     """Compute features once per utterance and store them in ``path`` (float16).
 
     Returns the cache dict ``{"ids", "feats", "key", ...}``. An existing cache with the same key
     (same utterances and feature config) is reused. Unreadable audio is reported by utterance id,
-    skipped, counted in ``cache["skipped"]`` and listed in ``report``.
+    skipped, counted in ``cache["skipped"]`` and listed in ``report``; so are all-silent files
+    and files longer than ``max_seconds``.
     """
     path = Path(path)
-    key = _cache_key(utts, cfg)
+    key = _cache_key(utts, cfg, max_seconds)
     if path.exists():
         cache = load_feature_cache(path)
         if cache.get("key") == key:
@@ -89,7 +90,7 @@ def build_feature_cache(utts: Sequence, cfg: FeatureConfig, path: str | Path,
     ids, feats, errors = [], [], []
     for u in utts:
         try:
-            f = extractor(load_audio(u.audio))
+            f = extractor(load_audio(u.audio, max_seconds=max_seconds, reject_silence=True))
         except AudioError as e:
             errors.append(f"{u.id}\t{e}")
             continue

@@ -39,7 +39,8 @@ def features_stage(cfg: RecipeConfig) -> None:
         t0 = time.perf_counter()
         utts = read_manifest(manifest_path(cfg, split))
         cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split),
-                                    report=Path(cfg.data_dir) / f"{split}.bad_audio.txt")
+                                    report=Path(cfg.data_dir) / f"{split}.bad_audio.txt",
+                                    max_seconds=cfg.data.max_duration_s)
         print(f"[features] {split}: {len(cache['ids'])} utterances "
               f"({cache['skipped']} skipped) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
 
@@ -50,8 +51,9 @@ def train_stage(cfg: RecipeConfig) -> None:
     sets = {}
     for split in (cfg.train_split, cfg.dev_split):
         utts = read_manifest(manifest_path(cfg, split))
-        sets[split] = build_set(utts, build_feature_cache(utts, cfg.features, cache_path(cfg, split)),
-                                tokenizer, cfg.model.stack, split, exp / f"{split}.skipped.txt")
+        cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split), max_seconds=cfg.data.max_duration_s)
+        sets[split] = build_set(utts, cache,
+                                tokenizer, cfg.model.stack, split, exp / f"{split}.skipped.txt", cfg.data)
     t0 = time.perf_counter()
     train(cfg, sets[cfg.train_split], sets[cfg.dev_split], exp, tokenizer)
     (exp / "train_time.json").write_text(json.dumps({"train_s": time.perf_counter() - t0}) + "\n")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .config import RecipeConfig, to_dict
+from .config import DataConfig, RecipeConfig, to_dict
 from .data import BatchIterator, Utterance, report_skipped, validate_utterances
 from .decode import decode_features
 from .features import atomic_save, compute_cmvn
@@ -40,11 +40,12 @@ def ctc_min_frames(ids: Sequence[int]) -> int:
 
 
 def build_set(utts: Sequence[Utterance], cache: dict, tokenizer: CharTokenizer, stack: int,
-              name: str, report: Path | None) -> TrainingSet:
+              name: str, report: Path | None, data_cfg: DataConfig = DataConfig()) -> TrainingSet:
     """Join manifest text with cached features; utterances with bad text, no features or too few
     frames for their labels under CTC are skipped, counted and listed in ``report``."""
     by_id = dict(zip(cache["ids"], cache["feats"]))
-    good, problems = validate_utterances(utts, tokenizer, check_audio=False)
+    good, problems = validate_utterances(utts, tokenizer, check_audio=False, oov_policy=data_cfg.oov_policy,
+                                         max_duration_s=data_cfg.max_duration_s)
     out = TrainingSet([], [], [], [])
     for u in good:
         if u.id not in by_id:

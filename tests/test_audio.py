@@ -42,3 +42,21 @@ def test_bad_signals():
 
 def test_resample_length():
     assert resample(tone(1.0, 8000), 8000).size == SAMPLE_RATE_HZ
+
+
+def test_silence_and_length_limits(tmp_path):
+    sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
+    assert load_audio(tmp_path / "silent.wav").size == 16000          # fine for transcription
+    with pytest.raises(AudioError, match=r"silent.wav.*all silence"):
+        load_audio(tmp_path / "silent.wav", reject_silence=True)
+    sf.write(tmp_path / "long.wav", tone(3.0), 16000)
+    with pytest.raises(AudioError, match=r"long.wav.*too long \(3.0 s > 2.0 s\)"):
+        load_audio(tmp_path / "long.wav", max_seconds=2.0)
+
+
+def test_mislabelled_container_is_read_by_content(tmp_path):
+    sf.write(tmp_path / "really_flac.wav", tone(0.5), 16000, format="FLAC")
+    assert load_audio(tmp_path / "really_flac.wav").size == 8000
+    (tmp_path / "text.flac").write_text("this is not audio")
+    with pytest.raises(AudioError, match=r"text.flac.*cannot read"):
+        load_audio(tmp_path / "text.flac")

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from asr.config import AugmentConfig
-from asr.data import (BatchIterator, ManifestError, Utterance, bucket_batches, pad_batch,
+from asr.data import (BatchIterator, DataError, ManifestError, apply_oov_policy, Utterance, bucket_batches, pad_batch,
                       read_manifest, spec_augment, speed_perturb, validate_utterances, write_manifest)
 from asr.text import CharTokenizer
 
@@ -45,11 +45,24 @@ def test_non_utf8(tmp_path):
 def test_validate_reports_each_problem(tmp_path):
     (tmp_path / "ok.wav").write_bytes(b"x")
     ok = str(tmp_path / "ok.wav")
-    utts = [_utt(0, audio=ok), _utt(1, "", ok), _utt(2, "caps ARE bad", ok), _utt(3, audio="/nope.wav")]
-    good, bad = validate_utterances(utts, CharTokenizer())
+    utts = [_utt(0, audio=ok), _utt(1, "", ok), _utt(2, "caps ARE bad", ok), _utt(3, audio="/nope.wav"),
+            Utterance("long", ok, 99.0, "one", "s")]
+    good, bad = validate_utterances(utts, CharTokenizer(), oov_policy="drop", max_duration_s=60)
     assert [u.id for u in good] == ["u0"]
-    assert [b.split("\t")[0] for b in bad] == ["u1", "u2", "u3"]
-    assert "empty transcript" in bad[0] and "'AER'" in bad[1] and "not found" in bad[2]
+    assert [b.split("\t")[0] for b in bad] == ["u1", "u2", "u3", "long"]
+    assert "empty transcript" in bad[0] and "'AER'" in bad[1] and "not found" in bad[2] and "too long" in bad[3]
+
+
+def test_oov_policies():
+    tok = CharTokenizer()
+    u = _utt(0, "Call 911, now!")
+    mapped, note = apply_oov_policy(u, tok, "map")
+    assert mapped.text == "call nine one one now" and "mapped" in note
+    assert apply_oov_policy(_utt(1, "###"), tok, "map")[0] is None
+    assert apply_oov_policy(u, tok, "drop")[0] is None
+    with pytest.raises(DataError, match=r"u0: characters outside the vocabulary.*oov_policy=fail"):
+        apply_oov_policy(u, tok, "fail")
+    assert apply_oov_policy(_utt(2, "fine text"), tok, "fail") == (_utt(2, "fine text"), "")
 
 
 def test_bucket_batches_cover_all_once_and_respect_cap():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.config import AugmentConfig, ModelConfig, RecipeConfig, TrainConfig
+from asr.config import AugmentConfig, DataConfig, ModelConfig, RecipeConfig, TrainConfig
 from asr.data import Utterance
 from asr.model import load_model
 from asr.text import CharTokenizer
@@ -66,11 +66,13 @@ def test_build_set_skips_and_reports(tmp_path):
              "feats": [torch.zeros(90, 80), torch.zeros(90, 80), torch.zeros(20, 80), torch.zeros(90, 80),
                        torch.full((90, 80), float("nan"))]}
     data = build_set(utts, cache, tok, 3, "train", tmp_path / "skipped.txt")
-    assert data.ids == ["ok"]
+    assert data.ids == ["ok", "oov"] and data.texts[1] == "one one"       # default policy maps
     report = (tmp_path / "skipped.txt").read_text()
     for uid in ("empty", "short", "nofeat", "oov", "nan"):
         assert f"{uid}\t" in report
-    assert "too short for CTC" in report
+    assert "too short for CTC" in report and "mapped" in report
+    dropped = build_set(utts, cache, tok, 3, "train", None, DataConfig(oov_policy="drop"))
+    assert dropped.ids == ["ok"]
 
 
 def test_train_learns_and_keeps_best(tmp_path):

@@ -15,8 +15,8 @@ from asr.recipe import decode_stage, features_stage, train_stage  # noqa: E402
 STAGES = [
     ("synth", lambda cfg: prepare_digits(cfg.synth, cfg.data_dir, cfg.train_split), ["synth", "data_dir"]),
     ("features", features_stage, ["synth", "data_dir", "features"]),
-    ("train", train_stage, ["synth", "data_dir", "features", "model", "augment", "train"]),
-    ("decode", decode_stage, ["synth", "data_dir", "features", "model", "augment", "train", "decode"]),
+    ("train", train_stage, ["synth", "data_dir", "data", "features", "model", "augment", "train"]),
+    ("decode", decode_stage, ["synth", "data_dir", "data", "features", "model", "augment", "train", "decode"]),
 ]
 
 if __name__ == "__main__":
