@@ -38,8 +38,14 @@ def load_audio(path: str | Path, min_seconds: float = 0.0, max_seconds: float | 
     header, before decoding), with ``reject_silence`` for all-silent files.
     """
     path = Path(path)
-    if max_seconds is not None and audio_duration(path) > max_seconds:
-        raise AudioError(f"{path}: audio too long ({audio_duration(path):.1f} s > {max_seconds} s)")
+    if max_seconds is not None:
+        try:
+            info = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise AudioError(f"{path}: cannot read audio ({e})") from None
+        check_rate(info.samplerate, str(path))
+        if info.frames / info.samplerate > max_seconds:
+            raise AudioError(f"{path}: audio too long ({info.frames / info.samplerate:.1f} s > {max_seconds} s)")
     try:
         samples, rate = sf.read(str(path), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
@@ -52,9 +58,7 @@ def load_audio(path: str | Path, min_seconds: float = 0.0, max_seconds: float | 
 
 def check_audio(samples: np.ndarray, rate: int, name: str, min_seconds: float = 0.0) -> np.ndarray:
     """Validate and convert an in-memory signal; ``name`` is used in error messages."""
-    if not MIN_SOURCE_RATE_HZ <= rate <= MAX_SOURCE_RATE_HZ:
-        raise AudioError(f"{name}: unsupported sample rate {rate} Hz "
-                         f"(allowed {MIN_SOURCE_RATE_HZ}-{MAX_SOURCE_RATE_HZ})")
+    check_rate(rate, name)
     samples = to_mono(np.asarray(samples, dtype=np.float32))
     if samples.size == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")
@@ -65,6 +69,12 @@ def check_audio(samples: np.ndarray, rate: int, name: str, min_seconds: float = 
         raise AudioError(f"{name}: audio too short ({samples.size / SAMPLE_RATE_HZ:.3f} s, "
                          f"need >= {min_seconds:.3f} s)")
     return samples
+
+
+def check_rate(rate: int, name: str) -> None:
+    if not MIN_SOURCE_RATE_HZ <= rate <= MAX_SOURCE_RATE_HZ:
+        raise AudioError(f"{name}: unsupported sample rate {rate} Hz "
+                         f"(allowed {MIN_SOURCE_RATE_HZ}-{MAX_SOURCE_RATE_HZ})")
 
 
 def audio_duration(path: str | Path) -> float:

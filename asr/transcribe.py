@@ -17,7 +17,7 @@ import soxr
 import torch
 import torchaudio.functional as AF
 
-from .audio import SAMPLE_RATE_HZ, AudioError, check_audio
+from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate
 from .data import pad_batch
 from .decode import greedy_decode
 from .features import FeatureExtractor
@@ -76,7 +76,7 @@ def stream_audio(source: str | Path | np.ndarray, sample_rate: int | None = None
     with f:
         if f.frames == 0:
             raise AudioError(f"{source}: audio is empty (0 samples)")
-        check_audio(np.zeros(1, np.float32), f.samplerate, str(source))    # validates the rate
+        check_rate(f.samplerate, str(source))
         resampler = None if f.samplerate == SAMPLE_RATE_HZ else \
             soxr.ResampleStream(f.samplerate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
         block = int(READ_BLOCK_S * f.samplerate)
