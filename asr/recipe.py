@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 from .config import RecipeConfig, to_dict
 from .data import read_manifest
 from .decode import decode_utterances
@@ -126,6 +128,7 @@ def run_stages(cfg: RecipeConfig, stages: Sequence[tuple[str, Callable, Sequence
     keys; it is skipped on rerun when the digest matches. A changed config for a finished stage is
     an error (use a new exp_dir or ``--force``) so results never mix two configs silently.
     """
+    torch.set_num_threads(cfg.train.threads)      # every stage, not only training
     marks = Path(cfg.exp_dir) / "stages"
     marks.mkdir(parents=True, exist_ok=True)
     for i, (name, fn, keys) in enumerate(stages):
