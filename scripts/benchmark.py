@@ -1,13 +1,19 @@
 #!/usr/bin/env python3
-"""Benchmark the default recipe's model: training throughput, transcription real-time factor,
-and scoring speed.
+"""Benchmark the pipeline against the hardware, side by side in one run (JSON + markdown table).
 
     python scripts/benchmark.py [--config recipes/digits/config.yaml] [--sections ...] [--out bench.json]
 
-Training throughput runs the real training step (augmentation, padding, forward, CTC, backward,
-clipping, Adam) on the recipe's cached training features when they exist, otherwise on random
-features of typical utterance lengths. Transcription RTF is end to end at batch 1: read the file,
-resample, segment, log-mels, model, greedy decoding, word alignment. Prints one JSON object.
+Sections (all by default):
+  gemm         fp32 GEMM peak, 1 and 2 threads
+  model        model-only bound: forward+backward of the configured model on ideal full batches
+  training     the real training step on the recipe's cached features (bucketing, augmentation,
+               padding, CTC, clipping, Adam), 1 and 2 threads; GFLOP/s and % of the GEMM peak
+  naive        baseline: random batches padded to the longest, features recomputed from audio
+               every batch, no frame stacking
+  transcribe   batch-1 end-to-end RTF (file -> text with word times), feature extraction speed
+  memory       peak RSS of a training run and of transcribing a file (separate processes)
+  scoring      scoring 100k utterances on one core
+Training data: the recipe's feature cache when it exists (run the recipe's stages 0-1 first).
 """
 from __future__ import annotations
 
@@ -15,86 +21,181 @@ import argparse
 import json
 import platform
 import random
+import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
+from asr.audio import load_audio  # noqa: E402
 from asr.config import load_config  # noqa: E402
-from asr.data import BatchIterator, read_manifest  # noqa: E402
-from asr.transcribe import transcribe  # noqa: E402
-from asr.features import load_feature_cache  # noqa: E402
-from asr.model import BiLSTMCTC, count_parameters, load_model  # noqa: E402
+from asr.data import BatchIterator, pad_batch, read_manifest  # noqa: E402
+from asr.features import FeatureExtractor, load_feature_cache  # noqa: E402
+from asr.model import BiLSTMCTC, count_parameters  # noqa: E402
 from asr.recipe import cache_path, code_version, manifest_path  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
+from asr.train import make_trainer, train_step  # noqa: E402
 
 
-def training_data(cfg, n_utts: int = 2000):
-    """(features, targets, source): the recipe's cached train set or random stand-ins."""
-    path = cache_path(cfg, cfg.train_split)
+def model_flops_per_frame(cfg, n_mels: int, vocab: int) -> float:
+    """Forward FLOPs per *input* (10 ms) frame: LSTM gates (input + recurrent GEMMs) and output.
+    Training (forward + backward) costs about 3x this."""
+    h, d, total = cfg.hidden, n_mels * cfg.stack, 0.0
+    for _ in range(cfg.layers):
+        total += 2 * 2 * 4 * h * (d + h)          # 2 directions, multiply-add, 4 gates
+        d = 2 * h
+    total += 2 * d * vocab
+    return total / cfg.stack
+
+
+def timed(fn, seconds: float, warmup: int = 2):
+    """Run ``fn`` (returning work units) until ``seconds`` pass; returns units per second."""
+    for _ in range(warmup):
+        fn()
+    units, t0 = 0.0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        units += fn()
+    return units / (time.perf_counter() - t0)
+
+
+def bench_gemm(seconds: float) -> dict:
+    out = {}
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        out[f"gflops_{threads}t"] = round(timed(lambda: (a @ b, 2 * 1024 ** 3)[1], seconds) / 1e9, 1)
+    return out
+
+
+def load_train_data(cfg, limit: int | None = None):
+    cache = load_feature_cache(cache_path(cfg, cfg.train_split))
+    texts = {u.id: u for u in read_manifest(manifest_path(cfg, cfg.train_split))}
     tok = CharTokenizer()
-    if path.exists():
-        cache = load_feature_cache(path)
-        texts = {u.id: u.text for u in read_manifest(manifest_path(cfg, cfg.train_split))}
-        return cache["feats"], [tok.encode(texts[i]) for i in cache["ids"]], str(path)
-    g = torch.Generator().manual_seed(0)
-    feats = [torch.randn(int(torch.randint(80, 450, (1,), generator=g)), cfg.features.n_mels) for _ in range(n_utts)]
-    return feats, [tok.encode("one two three")] * n_utts, "random features"
+    ids = cache["ids"][:limit]
+    return cache["feats"][: len(ids)], [tok.encode(texts[i].text) for i in ids], [texts[i] for i in ids]
 
 
-def bench_training(cfg, steps: int, threads: int) -> dict:
+def bench_model_bound(cfg, seconds: float, threads: int) -> dict:
+    """Ideal batches: every utterance the same length (3 s), as many as the frame cap allows."""
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    feats, targets, source = training_data(cfg)
-    model = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(CharTokenizer())).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    t_len = 300
+    b = max(1, cfg.train.max_batch_frames // t_len)
+    tr = make_trainer(cfg, _fake_set(b, t_len, cfg.features.n_mels), Path(tempfile.mkdtemp()), CharTokenizer())
+    x = torch.randn(b, t_len, cfg.features.n_mels)
+    lens = torch.full((b,), t_len)
+    tgt_lens = torch.full((b,), 20)
+    targets = torch.randint(1, 29, (int(tgt_lens.sum()),))
+    fps = timed(lambda: (train_step(tr, x, lens, targets, tgt_lens), b * t_len)[1], seconds)
+    return _throughput(cfg, fps, threads)
+
+
+def _fake_set(n, t_len, n_mels):
+    from asr.train import TrainingSet
+    return TrainingSet([str(i) for i in range(n)], [torch.randn(t_len, n_mels)] * n, [[1, 2]] * n, ["ab"] * n)
+
+
+def _throughput(cfg, frames_per_s: float, threads: int) -> dict:
+    flops = 3 * model_flops_per_frame(cfg.model, cfg.features.n_mels, 29) * frames_per_s
+    return {"threads": threads, "audio_s_per_s": round(frames_per_s * cfg.features.hop_ms / 1000, 1),
+            "frames_per_s": round(frames_per_s), "gflops": round(flops / 1e9, 1)}
+
+
+def bench_training(cfg, feats, targets, seconds: float, threads: int) -> dict:
+    """The real training step over bucketed, augmented batches of the recipe's data."""
+    torch.set_num_threads(threads)
+    tr = make_trainer(cfg, _fake_set(8, 300, cfg.features.n_mels), Path(tempfile.mkdtemp()), CharTokenizer())
     it = BatchIterator(feats, targets, cfg.train.max_batch_frames, cfg.augment, seed=0)
-    plan, rng = it.epoch(0), random.Random(0)
-    frames, t0 = 0, None
-    for k, batch in enumerate(plan[: steps + 3]):
-        if k == 3:                       # first steps warm up allocators and kernels
-            t0, frames = time.perf_counter(), 0
+    plan, rng, k = it.epoch(0), random.Random(0), [0]
+
+    def step():
+        batch = plan[k[0] % len(plan)]
+        k[0] += 1
         x, lens, tgt, tgt_lens = it.collate(batch, rng)
-        log_probs, out_lens = model(x, lens)
-        loss = F.ctc_loss(log_probs.transpose(0, 1), tgt, out_lens, tgt_lens, reduction="sum", zero_infinity=True)
-        opt.zero_grad()
-        (loss / x.shape[0]).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        opt.step()
-        frames += int(lens.sum())
-    elapsed = time.perf_counter() - t0
-    audio_s = frames * cfg.features.hop_ms / 1000
-    return {"threads": threads, "steps": min(steps, len(plan) - 3), "data": source,
-            "audio_seconds_per_second": round(audio_s / elapsed, 1), "frames_per_second": round(frames / elapsed)}
+        train_step(tr, x, lens, tgt, tgt_lens)
+        return int(lens.sum())
+    return _throughput(cfg, timed(step, seconds), threads)
 
 
-def bench_transcription(cfg, n_files: int, threads: int) -> dict:
+def bench_naive(cfg, utts, targets, seconds: float, threads: int) -> dict:
+    """Random batches padded to the longest, features recomputed from audio, no stacking."""
     torch.set_num_threads(threads)
-    best = Path(cfg.exp_dir) / "best.pt"
-    if best.exists():
-        model, which = load_model(best), str(best)
+    naive = replace(cfg, model=replace(cfg.model, stack=1))
+    tr = make_trainer(naive, _fake_set(8, 300, cfg.features.n_mels), Path(tempfile.mkdtemp()), CharTokenizer())
+    extractor = FeatureExtractor(cfg.features)
+    rng = random.Random(0)
+    n = max(1, cfg.train.max_batch_frames // 400)      # batch size for typical (4 s worst-case) lengths
+
+    def step():
+        idx = rng.sample(range(len(utts)), n)
+        feats = [extractor(load_audio(utts[i].audio)) for i in idx]
+        x, lens = pad_batch(feats)
+        tgt = torch.tensor([t for i in idx for t in targets[i]])
+        train_step(tr, x, lens, tgt, torch.tensor([len(targets[i]) for i in idx]))
+        return int(lens.sum())
+    return _throughput(cfg, timed(step, seconds, warmup=1), threads)
+
+
+def bench_transcribe(cfg, model_path: Path | None, utts, n_files: int) -> dict:
+    from asr.model import load_model
+    from asr.transcribe import transcribe
+
+    torch.set_num_threads(1)
+    if model_path and model_path.exists():
+        model, which = load_model(model_path), str(model_path)
     else:
-        model, which = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(CharTokenizer())).eval(), "untrained"
+        model, which = BiLSTMCTC(cfg.model, cfg.features.n_mels, 29).eval(), "untrained"
         model.tokenizer, model.feature_config = CharTokenizer(), cfg.features
-    split = cfg.test_splits[0] if cfg.test_splits else cfg.dev_split
-    files = [u.audio for u in read_manifest(manifest_path(cfg, split))[:n_files]]
-    for f in files[:3]:                                   # warm-up
+    files = [u.audio for u in utts[:n_files]]
+    for f in files[:3]:
         transcribe(model, f)
     t0 = time.perf_counter()
-    audio_s = sum(transcribe(model, f).duration for f in files)
-    elapsed = time.perf_counter() - t0
-    return {"threads": threads, "model": which, "files": len(files), "audio_seconds": round(audio_s, 1),
-            "rtf": round(elapsed / audio_s, 5)}
+    audio = sum(transcribe(model, f).duration for f in files)
+    rtf = (time.perf_counter() - t0) / audio
+    samples = [load_audio(f) for f in files]
+    extractor = FeatureExtractor(cfg.features)
+    t0 = time.perf_counter()
+    for x in samples:
+        extractor(x)
+    feat_x = sum(x.size for x in samples) / 16000 / (time.perf_counter() - t0)
+    return {"model": which, "layers": cfg.model.layers, "hidden": cfg.model.hidden, "files": len(files),
+            "rtf_greedy_batch1_1core": round(rtf, 5), "features_x_realtime_1core": round(feat_x)}
+
+
+MEMORY_CHILD = """
+import resource, sys, torch
+sys.path.insert(0, {root!r})
+sys.argv = ["benchmark.py"]
+import benchmark as B
+from asr.config import load_config
+cfg = load_config({config!r})
+feats, targets, utts = B.load_train_data(cfg)
+B.bench_training(cfg, feats, targets, 20.0, cfg.train.threads)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+"""
+
+
+def bench_memory(config: str, model_path: Path, audio: str) -> dict:
+    code = MEMORY_CHILD.format(root=str(ROOT / "scripts"), config=config)
+    train_mb = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                    cwd=ROOT).stdout.split()[-1])
+    out = {"training_peak_rss_mb": round(train_mb)}
+    if model_path.exists():
+        code = ("import resource, sys, asr; asr.load_model(sys.argv[1]).transcribe(sys.argv[2]);"
+                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+        mb = subprocess.run([sys.executable, "-c", code, str(model_path), audio], capture_output=True,
+                            text=True, check=True, cwd=ROOT).stdout.split()[-1]
+        out["transcribe_peak_rss_mb"] = round(float(mb))
+    return out
 
 
 def bench_scoring(n_utts: int) -> dict:
     """Full ``score_texts`` (sclite alignment, CER, reports, 1000 bootstrap resamples, files)."""
-    import tempfile
-
     from asr.score import score_texts
 
     torch.set_num_threads(1)
@@ -109,38 +210,75 @@ def bench_scoring(n_utts: int) -> dict:
         t0 = time.perf_counter()
         report = score_texts(refs, hyps, out_dir=tmp)
         elapsed = time.perf_counter() - t0
-    return {"utterances": n_utts, "ref_words": report["summary"]["ref_words"], "seconds": round(elapsed, 2),
-            "utterances_per_second": round(n_utts / elapsed)}
+    return {"utterances": n_utts, "ref_words": report["summary"]["ref_words"], "seconds": round(elapsed, 2)}
+
+
+def markdown(r: dict) -> str:
+    rows = []
+    if "model_bound" in r:
+        rows.append(("model-only bound, 2 threads", f"{r['model_bound']['audio_s_per_s']} audio s/s, "
+                     f"{r['model_bound']['gflops']} GFLOP/s"))
+    for k in ("training_1t", "training_2t", "naive_2t"):
+        if k in r:
+            rows.append((k.replace("_", ", "), f"{r[k]['audio_s_per_s']} audio s/s, {r[k]['gflops']} GFLOP/s"))
+    for k, v in r.get("ratios", {}).items():
+        rows.append((k, str(v)))
+    for sec in ("transcribe", "memory", "scoring_1core", "gemm"):
+        for k, v in r.get(sec, {}).items():
+            rows.append((f"{sec}: {k}", str(v)))
+    return "| measure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="recipes/digits/config.yaml")
-    p.add_argument("--steps", type=int, default=30, help="timed training steps")
+    p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per throughput measure")
     p.add_argument("--files", type=int, default=100, help="files transcribed for the RTF")
-    p.add_argument("--scoring-utts", type=int, default=100000, help="utterances for the scoring benchmark")
-    p.add_argument("--sections", default="training,transcription,scoring",
-                   help="comma-separated subset of training,transcription,scoring")
+    p.add_argument("--scoring-utts", type=int, default=100000)
+    p.add_argument("--sections", default="gemm,model,training,naive,transcribe,memory,scoring")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
     sections = set(args.sections.split(","))
     cfg = load_config(args.config)
-    model = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(CharTokenizer()))
-    report = {
-        "code_version": code_version(), "config": args.config, "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(), "cores": torch.get_num_threads(),
-        "model": {**vars(cfg.model), "parameters": count_parameters(model)},
-    }
+    model_path = Path(cfg.exp_dir) / "best.pt"
+    r = {"code_version": code_version(), "config": args.config, "torch": torch.__version__,
+         "machine": platform.machine(), "model": {**vars(cfg.model), "parameters": count_parameters(
+             BiLSTMCTC(cfg.model, cfg.features.n_mels, 29))}}
+    if "gemm" in sections:
+        r["gemm"] = bench_gemm(args.seconds / 4)
+    if "model" in sections:
+        r["model_bound"] = bench_model_bound(cfg, args.seconds, 2)
+    if sections & {"training", "naive", "transcribe", "memory"}:
+        feats, targets, utts = load_train_data(cfg)
     if "training" in sections:
-        report["training"] = bench_training(cfg, args.steps, cfg.train.threads)
-    if "transcription" in sections:
-        report["transcription_batch1"] = bench_transcription(cfg, args.files, 1)
+        r["training_1t"] = bench_training(cfg, feats, targets, args.seconds, 1)
+        r["training_2t"] = bench_training(cfg, feats, targets, args.seconds, 2)
+    if "naive" in sections:
+        r["naive_2t"] = bench_naive(cfg, utts, targets, args.seconds, 2)
+    ratios = {}
+    if "training_2t" in r and "model_bound" in r:
+        ratios["training / model bound"] = round(r["training_2t"]["frames_per_s"] / r["model_bound"]["frames_per_s"], 3)
+    if "training_2t" in r and "naive_2t" in r:
+        ratios["training / naive"] = round(r["training_2t"]["frames_per_s"] / r["naive_2t"]["frames_per_s"], 2)
+    if "training_2t" in r and "training_1t" in r:
+        ratios["2 threads / 1 thread"] = round(r["training_2t"]["frames_per_s"] / r["training_1t"]["frames_per_s"], 2)
+    if "training_2t" in r and "gemm" in r:
+        ratios["training GFLOP/s / 2-thread GEMM peak"] = round(r["training_2t"]["gflops"] / r["gemm"]["gflops_2t"], 3)
+    if ratios:
+        r["ratios"] = ratios
+    if "transcribe" in sections:
+        test = read_manifest(manifest_path(cfg, cfg.test_splits[0] if cfg.test_splits else cfg.dev_split))
+        r["transcribe"] = bench_transcribe(cfg, model_path, test, args.files)
+    if "memory" in sections:
+        r["memory"] = bench_memory(args.config, model_path, utts[0].audio)
     if "scoring" in sections:
-        report["scoring_1core"] = bench_scoring(args.scoring_utts)
-    text = json.dumps(report, indent=1)
+        r["scoring_1core"] = bench_scoring(args.scoring_utts)
+    text = json.dumps(r, indent=1)
     print(text)
+    print(markdown(r), file=sys.stderr)
     if args.out:
         Path(args.out).write_text(text + "\n")
+        Path(args.out).with_suffix(".md").write_text(markdown(r) + "\n")
 
 
 if __name__ == "__main__":
