@@ -30,12 +30,13 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
 
 
 def load_audio(path: str | Path, min_seconds: float = 0.0, max_seconds: float | None = None,
-               reject_silence: bool = False) -> np.ndarray:
+               reject_silence: bool = False, start_s: float = 0.0, stop_s: float | None = None) -> np.ndarray:
     """Read ``path`` and return (N,) float32 samples at 16 kHz, mono, in [-1, 1].
 
     Raises :class:`AudioError` naming the file for unreadable, empty, too short or non-finite
     audio and absurd sample rates; with ``max_seconds`` for files too long (checked from the
-    header, before decoding), with ``reject_silence`` for all-silent files.
+    header, before decoding), with ``reject_silence`` for all-silent files. ``start_s`` /
+    ``stop_s`` read only that part of the file.
     """
     path = Path(path)
     if max_seconds is not None:
@@ -44,10 +45,18 @@ def load_audio(path: str | Path, min_seconds: float = 0.0, max_seconds: float | 
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
             raise AudioError(f"{path}: cannot read audio ({e})") from None
         check_rate(info.samplerate, str(path))
-        if info.frames / info.samplerate > max_seconds:
-            raise AudioError(f"{path}: audio too long ({info.frames / info.samplerate:.1f} s > {max_seconds} s)")
+        length = (stop_s if stop_s is not None else info.frames / info.samplerate) - start_s
+        if length > max_seconds:
+            raise AudioError(f"{path}: audio too long ({length:.1f} s > {max_seconds} s)")
     try:
-        samples, rate = sf.read(str(path), dtype="float32", always_2d=False)
+        if start_s or stop_s is not None:
+            rate = sf.info(str(path)).samplerate
+            start, stop = int(round(start_s * rate)), None if stop_s is None else int(round(stop_s * rate))
+            if stop is not None and start >= sf.info(str(path)).frames:
+                raise AudioError(f"{path}: segment starts at {start_s:.2f} s, after the end of the file")
+            samples, rate = sf.read(str(path), start=start, stop=stop, dtype="float32", always_2d=False)
+        else:
+            samples, rate = sf.read(str(path), dtype="float32", always_2d=False)
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
         raise AudioError(f"{path}: cannot read audio ({e})") from None
     samples = check_audio(samples, rate, str(path), min_seconds)

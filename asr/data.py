@@ -29,6 +29,7 @@ class Utterance:
     duration: float     # seconds
     text: str           # normalised transcript
     speaker: str
+    offset: float | None = None   # seconds; set for a segment [offset, offset + duration] of a file
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:
@@ -70,7 +71,12 @@ def _parse_entry(obj: object, where: str) -> Utterance:
     dur = obj["duration"]
     if isinstance(dur, bool) or not isinstance(dur, (int, float)) or not math.isfinite(dur) or dur <= 0:
         raise ManifestError(f"{where}: duration must be a positive number, got {dur!r}")
-    return Utterance(obj["id"], obj["audio"], float(dur), obj["text"], obj["speaker"])
+    offset = obj.get("offset")
+    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (int, float))
+                               or not math.isfinite(offset) or offset < 0):
+        raise ManifestError(f"{where}: offset must be a non-negative number, got {offset!r}")
+    return Utterance(obj["id"], obj["audio"], float(dur), obj["text"], obj["speaker"],
+                     None if offset is None else float(offset))
 
 
 def write_manifest(utts: Sequence[Utterance], path: str | Path) -> None:
@@ -79,7 +85,10 @@ def write_manifest(utts: Sequence[Utterance], path: str | Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for u in utts:
-            f.write(json.dumps(asdict(u), ensure_ascii=False) + "\n")
+            row = asdict(u)
+            if row["offset"] is None:
+                del row["offset"]
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
 
 
@@ -131,6 +140,15 @@ def validate_utterances(utts: Sequence[Utterance], tokenizer: CharTokenizer, che
         if kept is not None:
             good.append(kept)
     return good, notes
+
+
+def load_utterance_audio(u: Utterance, **checks) -> "np.ndarray":
+    """The utterance's 16 kHz samples: the whole file, or its segment when ``offset`` is set."""
+    from .audio import load_audio
+
+    if u.offset is None:
+        return load_audio(u.audio, **checks)
+    return load_audio(u.audio, start_s=u.offset, stop_s=u.offset + u.duration, **checks)
 
 
 def report_skipped(problems: Sequence[str], total: int, what: str, report: Path | None) -> None:

@@ -8,8 +8,8 @@ from typing import Sequence
 
 import torch
 
-from .audio import AudioError, load_audio
-from .data import Utterance, bucket_batches, pad_batch
+from .audio import AudioError
+from .data import Utterance, bucket_batches, load_utterance_audio, pad_batch
 from .features import FeatureExtractor
 from .model import BiLSTMCTC
 
@@ -58,7 +58,7 @@ def decode_utterances(model: BiLSTMCTC, utts: Sequence[Utterance], cache: dict |
             ids.append(u.id)
             continue
         try:
-            feats.append(extractor(load_audio(u.audio)))
+            feats.append(extractor(load_utterance_audio(u)))
             ids.append(u.id)
         except AudioError as e:
             failed.append(f"{u.id}\t{e}")

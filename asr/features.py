@@ -13,8 +13,9 @@ import numpy as np
 import torch
 import torchaudio
 
-from .audio import SAMPLE_RATE_HZ, AudioError, load_audio
+from .audio import SAMPLE_RATE_HZ, AudioError
 from .config import FeatureConfig
+from .data import load_utterance_audio
 
 LOG_FLOOR = 1e-6          # power floor before log, keeps digital silence finite
 CACHE_FORMAT = "asr-feats-v1"
@@ -67,7 +68,7 @@ def compute_cmvn(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Ten
 def _cache_key(utts: Sequence, cfg: FeatureConfig, max_seconds: float) -> str:
     h = hashlib.sha256(json.dumps([asdict(cfg), max_seconds], sort_keys=True).encode())
     for u in utts:
-        h.update(f"{u.id}\t{u.audio}\t{u.duration:.4f}\n".encode())
+        h.update(f"{u.id}\t{u.audio}\t{u.duration:.4f}\t{u.offset}\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -90,7 +91,7 @@ def build_feature_cache(utts: Sequence, cfg: FeatureConfig, path: str | Path,
     ids, feats, errors = [], [], []
     for u in utts:
         try:
-            f = extractor(load_audio(u.audio, max_seconds=max_seconds, reject_silence=True))
+            f = extractor(load_utterance_audio(u, max_seconds=max_seconds, reject_silence=True))
         except AudioError as e:
             errors.append(f"{u.id}\t{e}")
             continue
