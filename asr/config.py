@@ -108,6 +108,8 @@ class TrainConfig:
     seed: int = 1234
     threads: int = 2
     checkpoint_every: int = 200    # steps between mid-epoch state checkpoints (0: epoch ends only)
+    device: str = "cpu"            # cpu | cuda | auto
+    amp: str = "off"               # off | bf16 | fp16 (autocast; fp16 adds loss scaling)
     progress: bool = True
 
     def check(self, where: str) -> None:
@@ -119,6 +121,8 @@ class TrainConfig:
         _require(self.patience >= 1, f"{where}.patience", "must be >= 1")
         _require(self.threads >= 1, f"{where}.threads", "must be >= 1")
         _require(self.checkpoint_every >= 0, f"{where}.checkpoint_every", "must be >= 0")
+        _require(self.device in ("cpu", "cuda", "auto"), f"{where}.device", "allowed: cpu, cuda, auto")
+        _require(self.amp in ("off", "bf16", "fp16"), f"{where}.amp", "allowed: off, bf16, fp16")
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ def greedy_decode(log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[list[
     keep = torch.ones_like(best, dtype=torch.bool)
     keep[:, 1:] = best[:, 1:] != best[:, :-1]
     keep &= best != 0
-    keep &= torch.arange(best.shape[1]).unsqueeze(0) < out_lens.unsqueeze(1)
-    return [row[mask].tolist() for row, mask in zip(best, keep)]
+    keep &= torch.arange(best.shape[1], device=best.device).unsqueeze(0) < out_lens.to(best.device).unsqueeze(1)
+    return [row[mask].tolist() for row, mask in zip(best.cpu(), keep.cpu())]
 
 
 @torch.inference_mode()
@@ -33,7 +33,8 @@ def decode_features(model: BiLSTMCTC, feats: Sequence[torch.Tensor], batch_frame
     texts: list[str] = [""] * len(feats)
     for batch in bucket_batches([f.shape[0] for f in feats], batch_frames, seed=None):
         x, lens = pad_batch([feats[i].float() for i in batch])
-        log_probs, out_lens = model(x, lens)
+        device = model.cmvn_mean.device
+        log_probs, out_lens = model(x.to(device), lens.to(device))
         for i, ids in zip(batch, greedy_decode(log_probs, out_lens)):
             texts[i] = model.tokenizer.decode(ids)
     return texts

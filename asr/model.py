@@ -65,7 +65,7 @@ class BiLSTMCTC(nn.Module):
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (feats - self.cmvn_mean) / self.cmvn_std
         if self.cfg.utterance_cmn:
-            mask = (torch.arange(x.shape[1]).unsqueeze(0) < lens.unsqueeze(1)).unsqueeze(-1)
+            mask = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lens.unsqueeze(1)).unsqueeze(-1)
             mean = (x * mask).sum(1, keepdim=True) / lens.clamp_min(1).view(-1, 1, 1)
             x = (x - mean) * mask
         s = self.cfg.stack
@@ -102,7 +102,7 @@ def model_payload(model: BiLSTMCTC, features: FeatureConfig, tokenizer: CharToke
         "model_config": asdict(model.cfg),
         "feature_config": asdict(features),
         "vocab": list(tokenizer.vocab),
-        "state_dict": model.state_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "info": extra or {},
     }
 
@@ -120,8 +120,8 @@ def load_model(path: str | Path, device: str = "cpu") -> BiLSTMCTC:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # unpickling refusals come as several exception types
         raise ValueError(f"{path}: not a loadable model checkpoint ({type(e).__name__}: {e})") from None
-    if isinstance(ckpt, dict) and "model" in ckpt and "format" not in ckpt:
-        ckpt = ckpt["model"]          # a training-state checkpoint wraps the model payload
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
+        ckpt = ckpt["model"]          # a training-state checkpoint (last.pt) wraps the model payload
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an asr model checkpoint (expected format {CHECKPOINT_FORMAT})")
     model_cfg = from_dict(ModelConfig, ckpt["model_config"], "model_config")

@@ -18,6 +18,7 @@ from tqdm import tqdm
 from .config import DataConfig, RecipeConfig, to_dict
 from .data import BatchIterator, Utterance, report_skipped, validate_utterances
 from .decode import decode_features
+from .distributed import Dist, init_from_env
 from .features import atomic_save, compute_cmvn
 from .model import BiLSTMCTC, count_parameters, model_payload
 from .score import error_rates
@@ -77,11 +78,14 @@ def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
     return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def evaluate(model: BiLSTMCTC, data: TrainingSet, batch_frames: int) -> dict:
+def evaluate(model: BiLSTMCTC, data: TrainingSet, batch_frames: int, dist: Dist = Dist()) -> dict:
+    """Dev WER/CER; under DDP each rank decodes a shard and every rank gets the same result."""
     model.eval()
-    hyps = decode_features(model, data.feats, batch_frames)
+    ids = dist.shard(data.ids)
+    hyps = dict(zip(ids, decode_features(model, dist.shard(data.feats), batch_frames)))
     model.train()
-    rates = error_rates(dict(zip(data.ids, data.texts)), dict(zip(data.ids, hyps)))
+    hyps = {k: v for part in dist.gather(hyps) for k, v in part.items()}
+    rates = error_rates(dict(zip(data.ids, data.texts)), hyps)
     return {"wer": rates.wer, "cer": rates.cer}
 
 
@@ -116,10 +120,17 @@ class Trainer:
     rng: random.Random          # augmentation draws
     tokenizer: CharTokenizer
     exp_dir: Path
+    net: torch.nn.Module        # the model, or its DistributedDataParallel wrapper
+    device: torch.device
+    dist: Dist = field(default_factory=Dist)
+    scaler: torch.amp.GradScaler | None = None     # fp16 only
     prog: Progress = field(default_factory=Progress)
 
     def save_state(self) -> None:
-        """Atomic training-state checkpoint: model, optimizer, scheduler, RNGs, sampler position."""
+        """Atomic training-state checkpoint: model, optimizer, scheduler, RNGs, sampler position.
+        Written by rank 0 only."""
+        if not self.dist.main:
+            return
         atomic_save({
             "format": STATE_FORMAT, "model": model_payload(self.model, self.cfg.features, self.tokenizer),
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
@@ -128,29 +139,48 @@ class Trainer:
         }, self.exp_dir / "last.pt")
 
     def load_state(self, path: Path) -> None:
-        state = torch.load(path, weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT or state.get("config_digest") != self.cfg.digest():
             raise ValueError(f"{path}: not a training state of this config; move it away to start over")
         self.model.load_state_dict(state["model"]["state_dict"])
-        self.opt.load_state_dict(state["optimizer"])
+        self.opt.load_state_dict(state["optimizer"])          # moves its state to the params' device
         self.sched.load_state_dict(state["scheduler"])
         self.prog = Progress(**state["progress"])
         torch.set_rng_state(state["torch_rng"])
         self.rng.setstate((3, tuple(state["python_rng"]), None))
 
 
-def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, tokenizer: CharTokenizer) -> Trainer:
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available (use cpu or auto)")
+    return torch.device(name)
+
+
+def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, tokenizer: CharTokenizer,
+                 dist: Dist = Dist()) -> Trainer:
     tc = cfg.train
     torch.manual_seed(tc.seed)
+    device = resolve_device(tc.device)
+    if device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
     model = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(tokenizer))
     model.set_cmvn(*compute_cmvn(train_set.feats))
     model.tokenizer, model.feature_config = tokenizer, cfg.features   # for dev decoding
+    model.to(device)
+    net = model
+    if dist.active:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     batches = BatchIterator(train_set.feats, train_set.targets, tc.max_batch_frames, cfg.augment, tc.seed)
     total_steps = tc.epochs * len(batches.epoch(0))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, tc.warmup_steps, total_steps, tc.final_lr_ratio))
-    return Trainer(cfg, model, opt, sched, batches, random.Random(tc.seed), tokenizer, exp_dir)
+    scaler = torch.amp.GradScaler(device.type) if tc.amp == "fp16" else None
+    return Trainer(cfg, model, opt, sched, batches, random.Random(tc.seed), tokenizer, exp_dir, net, device,
+                   dist, scaler)
 
 
 def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_dir: str | Path,
@@ -164,41 +194,50 @@ def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_d
     exp_dir.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     torch.set_num_threads(tc.threads)
-    tr = make_trainer(cfg, train_set, exp_dir, tokenizer)
+    dist = init_from_env(resolve_device(tc.device).type)
+    tr = make_trainer(cfg, train_set, exp_dir, tokenizer, dist)
+    say = print if dist.main else (lambda *a, **k: None)
     if (exp_dir / "last.pt").exists():
         tr.load_state(exp_dir / "last.pt")
-        print(f"[train] resumed from {exp_dir / 'last.pt'} at epoch {tr.prog.epoch + 1}, "
-              f"batch {tr.prog.batch}", file=sys.stderr)
-    print(f"[train] {count_parameters(tr.model) / 1e6:.2f}M parameters, {len(train_set.ids)} train / "
-          f"{len(dev_set.ids)} dev utterances", file=sys.stderr)
-    with (exp_dir / "train_log.jsonl").open("a", encoding="utf-8") as log:
-        while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
-            capped = run_epoch(tr)
-            stats = end_epoch(tr, dev_set)
+        say(f"[train] resumed from {exp_dir / 'last.pt'} at epoch {tr.prog.epoch + 1}, "
+            f"batch {tr.prog.batch}", file=sys.stderr)
+    say(f"[train] {count_parameters(tr.model) / 1e6:.2f}M parameters, {len(train_set.ids)} train / "
+        f"{len(dev_set.ids)} dev utterances, device {tr.device}, {dist.world} process(es)", file=sys.stderr)
+    log = (exp_dir / "train_log.jsonl").open("a", encoding="utf-8") if dist.main else None
+    while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
+        capped = run_epoch(tr)
+        stats = end_epoch(tr, dev_set)
+        if log:
             log.write(json.dumps(stats) + "\n")
             log.flush()
-            if capped:
-                print(f"[train] stopping: max_minutes={tc.max_minutes} reached", file=sys.stderr)
-                break
+        if capped:
+            say(f"[train] stopping: max_minutes={tc.max_minutes} reached", file=sys.stderr)
+            break
+    if log:
+        log.close()
+    dist.barrier()
     return exp_dir / "best.pt"
 
 
 def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
     """Dev WER, best checkpoint, history, then a state checkpoint at the next epoch's start."""
     p, cfg = tr.prog, tr.cfg
-    stats = {"epoch": p.epoch + 1, "loss": p.loss_sum / max(p.utts, 1), "time_s": p.seconds,
-             "audio_s_per_s": p.frames * cfg.features.hop_ms / 1000 / max(p.seconds, 1e-9),
+    loss_sum, utts, frames = tr.dist.sum([p.loss_sum, p.utts, p.frames])
+    stats = {"epoch": p.epoch + 1, "loss": loss_sum / max(utts, 1), "time_s": p.seconds,
+             "audio_s_per_s": frames * cfg.features.hop_ms / 1000 / max(p.seconds, 1e-9),
              "skipped_batches": p.skipped, "split_batches": p.split, "lr": tr.opt.param_groups[0]["lr"]}
-    stats.update(evaluate(tr.model, dev_set, cfg.decode.batch_frames))
+    stats.update(evaluate(tr.model, dev_set, cfg.decode.batch_frames, tr.dist))
     improved = stats["wer"] < p.best
     p.best, p.bad_epochs = (stats["wer"], 0) if improved else (p.best, p.bad_epochs + 1)
-    if improved:
+    if improved and tr.dist.main:
         atomic_save(model_payload(tr.model, cfg.features, tr.tokenizer,
                                   {"epoch": p.epoch + 1, "dev_wer": stats["wer"], "config": to_dict(cfg)}),
                     tr.exp_dir / "best.pt")
     p.history.append(stats)
     p.new_epoch()
     tr.save_state()
+    if not tr.dist.main:
+        return stats
     faults = f" skipped {stats['skipped_batches']} split {stats['split_batches']} batches" \
         if stats["skipped_batches"] or stats["split_batches"] else ""
     print(f"[train] epoch {stats['epoch']:3d} loss {stats['loss']:.3f} dev WER {stats['wer']:.2f}% "
@@ -207,21 +246,39 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
     return stats
 
 
-def train_step(tr: Trainer, x, lens, targets, tgt_lens) -> float | None:
-    """One optimizer step; returns the mean loss, or None when the loss or gradient norm is not
-    finite (then nothing is applied)."""
-    log_probs, out_lens = tr.model(x, lens)
-    loss = F.ctc_loss(log_probs.transpose(0, 1), targets, out_lens, tgt_lens,
-                      blank=0, reduction="sum", zero_infinity=True) / x.shape[0]
-    if not torch.isfinite(loss):
+def train_step(tr: Trainer, x, lens, targets, tgt_lens, denom: float | None = None) -> float | None:
+    """One optimizer step on loss = sum of CTC losses / ``denom`` (default: the batch size).
+
+    Returns the loss, or None when the loss or the gradient norm is not finite on any rank (then
+    nothing is applied anywhere)."""
+    non_blocking = tr.device.type == "cuda"
+    x, lens = x.to(tr.device, non_blocking=non_blocking), lens.to(tr.device)
+    targets, tgt_lens = targets.to(tr.device), tgt_lens.to(tr.device)
+    amp = tr.cfg.train.amp
+    with torch.autocast(tr.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16,
+                        enabled=amp != "off"):
+        log_probs, out_lens = tr.net(x, lens)
+    loss = F.ctc_loss(log_probs.float().transpose(0, 1), targets, out_lens, tgt_lens,
+                      blank=0, reduction="sum", zero_infinity=True) / (denom or x.shape[0])
+    if not tr.dist.all_true(bool(torch.isfinite(loss))):
         return None
     tr.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    if tr.scaler is not None:
+        tr.scaler.scale(loss).backward()
+        tr.scaler.unscale_(tr.opt)
+    else:
+        loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.train.grad_clip)
-    if not torch.isfinite(grad_norm):
+    if not torch.isfinite(grad_norm):      # gradients are already averaged: same on every rank
         tr.opt.zero_grad(set_to_none=True)
+        if tr.scaler is not None:
+            tr.scaler.update()
         return None
-    tr.opt.step()
+    if tr.scaler is not None:
+        tr.scaler.step(tr.opt)
+        tr.scaler.update()
+    else:
+        tr.opt.step()
     return loss.item()
 
 
@@ -233,11 +290,15 @@ def run_batch(tr: Trainer, batch: list[int]) -> None:
     """Collate, augment and step; an out-of-memory batch is retried as two halves (one step
     each), a single utterance that does not fit is skipped; both are counted."""
     p = tr.prog
-    x, lens, targets, tgt_lens = tr.batches.collate(batch, tr.rng)
+    shard = tr.dist.shard(batch)
+    if not shard:                          # fewer utterances than ranks (only in DDP)
+        p.skipped += 1
+        return
+    x, lens, targets, tgt_lens = tr.batches.collate(shard, tr.rng)
     try:
-        loss = train_step(tr, x, lens, targets, tgt_lens)
+        loss = train_step(tr, x, lens, targets, tgt_lens, len(batch) / tr.dist.world)
     except RuntimeError as e:
-        if not _is_oom(e):
+        if not _is_oom(e) or tr.dist.active:   # ranks must stay in step: no split under DDP
             raise
         del x, targets
         tr.opt.zero_grad(set_to_none=True)
@@ -253,8 +314,8 @@ def run_batch(tr: Trainer, batch: list[int]) -> None:
         p.skipped += 1
         return
     tr.sched.step()
-    p.loss_sum += loss * len(batch)
-    p.utts += len(batch)
+    p.loss_sum += loss * len(batch) / tr.dist.world      # this rank's sum of utterance losses
+    p.utts += len(shard)
     p.frames += int(lens.sum())
 
 
@@ -275,7 +336,7 @@ def run_epoch(tr: Trainer) -> bool:
         bar.set_postfix(loss=f"{p.loss_sum / max(p.utts, 1):.3f}", refresh=False)
         if tc.checkpoint_every and p.batch % tc.checkpoint_every == 0 and p.batch < len(plan):
             tr.save_state()
-        if tc.max_minutes and spent + p.seconds > tc.max_minutes * 60:
+        if tc.max_minutes and tr.dist.any_true(spent + p.seconds > tc.max_minutes * 60):
             bar.close()
             return True
     bar.close()
