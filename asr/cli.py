@@ -25,13 +25,25 @@ def _add_config(p: argparse.ArgumentParser, required: bool = True, default: str 
 
 
 def cmd_prepare(args) -> int:
-    from .corpora.digits import prepare_digits
+    if args.corpus == "digits":
+        from .corpora.digits import prepare_digits
 
-    cfg = _config(args)
-    if args.corpus != "digits":
-        raise ConfigError(f"unknown corpus {args.corpus!r} (available: digits)")
-    for split, path in prepare_digits(cfg.synth, args.out or cfg.data_dir, cfg.train_split).items():
-        print(f"{split}\t{path}")
+        if not args.config:
+            raise ConfigError("asr prepare digits needs --config (the recipe YAML)")
+        cfg = _config(args)
+        for split, path in prepare_digits(cfg.synth, args.out or cfg.data_dir, cfg.train_split).items():
+            print(f"{split}\t{path}")
+        return 0
+    if not (args.root and args.split and args.out):
+        raise ConfigError(f"asr prepare {args.corpus} needs --root, --split and --out")
+    if args.corpus == "kaldi":
+        from .corpora.kaldi import import_to_manifest
+
+        print(import_to_manifest(args.root, Path(args.out) / f"{args.split}.jsonl", args.allow_pipes))
+        return 0
+    from .corpora.real import prepare_split
+
+    print(prepare_split(args.corpus, args.root, args.split, args.out))
     return 0
 
 
@@ -179,10 +191,13 @@ def cmd_transcribe(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare", help="prepare (synthesize) a corpus and write manifests")
-    p.add_argument("corpus", choices=["digits"])
-    p.add_argument("--out", help="output directory (default: data_dir from the config)")
-    _add_config(p)
+    p = sub.add_parser("prepare", help="prepare a corpus (synthesize, or read a local copy) into manifests")
+    p.add_argument("corpus", choices=["digits", "librispeech", "mini_librispeech", "an4", "common_voice", "kaldi"])
+    p.add_argument("--out", help="output directory (digits: default data_dir from the config)")
+    p.add_argument("--root", help="corpus folder (a Kaldi data dir for 'kaldi')")
+    p.add_argument("--split", help="corpus subset, e.g. dev-clean, train, test; the manifest's name")
+    p.add_argument("--allow-pipes", action="store_true", help="kaldi: run piped wav.scp commands")
+    _add_config(p, required=False)
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser("train", help="compute features and train a model from a recipe config")
     _add_config(p)
@@ -243,3 +258,7 @@ def recipe_main(stages, default_config: Path, argv: Sequence[str] | None = None)
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
