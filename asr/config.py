@@ -98,7 +98,6 @@ class TrainConfig:
     epochs: int = 20
     max_minutes: float = 0.0       # wall-clock cap on training; 0 = none
     max_batch_frames: int = 20000  # padded input frames per batch
-    bucket_width: float = 0.1      # seconds; sort noise inside buckets
     lr: float = 1.5e-3
     warmup_steps: int = 300
     final_lr_ratio: float = 0.05   # cosine decay to lr * ratio at the last epoch
