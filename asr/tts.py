@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 import soundfile as sf
 import soxr
+from tqdm import tqdm
 
 from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, save_audio
 from .data import Utterance
@@ -265,13 +266,15 @@ def synthesize(jobs: Sequence[Job], out_dir: str | Path, n_procs: int = 2,
     chunks = [(js[i: i + chunk], str(out_dir)) for js in by_voice.values()
               for i in range(0, len(js), chunk)]
     utts, errors = [], []
+    bar = tqdm(total=len(jobs), desc=f"synth {Path(out_dir).name}", unit="utt", file=sys.stderr,
+               disable=not (progress and sys.stderr.isatty()), mininterval=1.0)
     with get_context("fork").Pool(n_procs) as pool:
-        for k, (u, e) in enumerate(pool.imap_unordered(_synth_chunk, chunks), 1):
+        for u, e in pool.imap_unordered(_synth_chunk, chunks):
             utts.extend(u)
             errors.extend(e)
-            if progress:
-                print(f"\r[synth] {Path(out_dir).name}: {k}/{len(chunks)} chunks", end="", file=sys.stderr)
+            bar.update(len(u) + len(e))
+    bar.close()
     if progress:
-        print(file=sys.stderr)
+        print(f"[synth] {Path(out_dir).name}: {len(utts)} utterances, {len(errors)} failed", file=sys.stderr)
     order = {j.utt_id: i for i, j in enumerate(jobs)}
     return sorted(utts, key=lambda u: order[u.id]), errors

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from asr.audio import load_audio  # noqa: E402
-from asr.config import load_config  # noqa: E402
+from asr.config import load_config, parse_override  # noqa: E402
 from asr.data import BatchIterator, pad_batch, read_manifest  # noqa: E402
 from asr.features import FeatureExtractor, load_feature_cache  # noqa: E402
 from asr.model import BiLSTMCTC, count_parameters  # noqa: E402
@@ -236,12 +236,16 @@ def main() -> None:
     p.add_argument("--files", type=int, default=100, help="files transcribed for the RTF")
     p.add_argument("--scoring-utts", type=int, default=100000)
     p.add_argument("--sections", default="gemm,model,training,naive,transcribe,memory,scoring")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. --set model.layers=4 --set model.hidden=320")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
     sections = set(args.sections.split(","))
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, dict(parse_override(o) for o in args.set))
     model_path = Path(cfg.exp_dir) / "best.pt"
-    r = {"code_version": code_version(), "config": args.config, "torch": torch.__version__,
+    if args.set and any(o.startswith("model.") for o in args.set):
+        model_path = Path("/nonexistent")           # a different architecture: time an untrained one
+    r = {"code_version": code_version(), "config": args.config, "overrides": args.set, "torch": torch.__version__,
          "machine": platform.machine(), "model": {**vars(cfg.model), "parameters": count_parameters(
              BiLSTMCTC(cfg.model, cfg.features.n_mels, 29))}}
     if "gemm" in sections:
