@@ -155,7 +155,7 @@ def cmd_transcribe(args) -> int:
 
     if args.decoder != "greedy":
         raise ValueError(f"decoder {args.decoder!r} is not available yet (available: greedy)")
-    model = load_model(args.model)
+    model = load_model(args.model, int8=args.int8)
     opts = SegmentOptions(max_segment_s=args.max_segment)
     formats = [f for f in args.formats.split(",") if f]
     jobs = []                                  # (path, id)
@@ -226,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--formats", default="txt,json,srt,vtt", help="comma-separated: txt,json,srt,vtt")
     p.add_argument("--decoder", default="greedy", choices=["greedy"])
     p.add_argument("--max-segment", type=float, default=20.0, help="longest decoded segment (s)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (about 2x faster on CPU)")
     p.set_defaults(func=cmd_transcribe)
     return parser
 

@@ -107,11 +107,25 @@ def model_payload(model: BiLSTMCTC, features: FeatureConfig, tokenizer: CharToke
     }
 
 
-def load_model(path: str | Path, device: str = "cpu") -> BiLSTMCTC:
+def quantize_int8(model: BiLSTMCTC) -> BiLSTMCTC:
+    """Dynamic int8 quantization of the LSTM and linear weights for CPU inference (about 2x
+    faster at batch 1). Activations stay float; the original model is not modified."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")        # torch.ao.quantization's deprecation notice
+        q = torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
+    for attr in ("tokenizer", "feature_config", "info"):
+        if hasattr(model, attr):
+            setattr(q, attr, getattr(model, attr))
+    return q
+
+
+def load_model(path: str | Path, device: str = "cpu", int8: bool = False) -> BiLSTMCTC:
     """Load a self-describing checkpoint (``weights_only=True``: it can never execute code).
 
     The returned model is in eval mode and carries ``.tokenizer``, ``.feature_config`` and
-    ``.info``.
+    ``.info``; ``int8=True`` returns a dynamically quantized copy for fast CPU inference.
     """
     path = Path(path)
     if not path.is_file():
@@ -132,4 +146,5 @@ def load_model(path: str | Path, device: str = "cpu") -> BiLSTMCTC:
     model.tokenizer = tokenizer
     model.feature_config = feat_cfg
     model.info = ckpt.get("info", {})
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    return quantize_int8(model) if int8 else model

@@ -30,7 +30,8 @@ ENERGY_HOP_S = 0.010
 @dataclass(frozen=True)
 class SegmentOptions:
     max_segment_s: float = 20.0      # hard cap on one decoded segment
-    min_pause_s: float = 0.2         # a pause at least this long is a cut candidate
+    min_segment_s: float = 1.0       # pieces shorter than this are not split off
+    min_pause_s: float = 0.25        # a pause at least this long is a cut point
     threshold_db: float = 12.0       # speech = frame energy above the noise floor + this
     batch_segments: int = 8          # segments decoded together
 
@@ -103,41 +104,68 @@ def frame_energy_db(x: np.ndarray) -> np.ndarray:
     return 10 * np.log10(np.mean(frames ** 2, axis=1) + 1e-10)
 
 
-def find_cut(x: np.ndarray, opts: SegmentOptions) -> int:
-    """Sample index at which to cut ``x`` (longer than the max segment): the middle of the last
-    long-enough pause within the cap, else the quietest frame in the cap's second half."""
-    cap = int(opts.max_segment_s * SAMPLE_RATE_HZ)
-    hop = int(ENERGY_HOP_S * SAMPLE_RATE_HZ)
-    db = frame_energy_db(x[:cap])
-    silent = db < np.percentile(db, 10) + opts.threshold_db
+def pauses(x: np.ndarray, opts: SegmentOptions) -> list[tuple[int, int]]:
+    """Pauses in ``x`` as (first, last + 1) energy frames: runs of at least ``min_pause_s``
+    below the noise floor (10th percentile) + ``threshold_db``, not touching either end."""
+    db = frame_energy_db(x)
+    silent = np.append(db < np.percentile(db, 10) + opts.threshold_db, False)
     min_run = max(1, int(opts.min_pause_s / ENERGY_HOP_S))
-    best, run_start = None, None
-    for i, s in enumerate(np.append(silent, False)):
-        if s and run_start is None:
-            run_start = i
-        elif not s and run_start is not None:
-            if i - run_start >= min_run and run_start > 0:
-                best = (run_start + i) // 2
-            run_start = None
-    if best is None:
+    runs, start = [], None
+    for i, s in enumerate(silent):
+        if s and start is None:
+            start = i
+        elif not s and start is not None:
+            if i - start >= min_run and start > 0 and i < len(db):
+                runs.append((start, i))
+            start = None
+    return runs
+
+
+def find_cuts(x: np.ndarray, opts: SegmentOptions) -> list[int]:
+    """Sample indices splitting ``x`` at the middle of every pause, keeping pieces of at least
+    ``min_segment_s``; if the first piece would still exceed ``max_segment_s``, cut it at its
+    quietest frame (second half)."""
+    hop = int(ENERGY_HOP_S * SAMPLE_RATE_HZ)
+    cap = int(opts.max_segment_s * SAMPLE_RATE_HZ)
+    min_len = int(opts.min_segment_s * SAMPLE_RATE_HZ)
+    cuts, last = [], 0
+    for a, b in pauses(x, opts):
+        c = (a + b) // 2 * hop
+        if c - last >= min_len:
+            if c - last > cap:
+                break
+            cuts.append(c)
+            last = c
+    if (cuts[0] if cuts else x.size) > cap:
+        db = frame_energy_db(x[:cap])
         half = len(db) // 2
-        best = half + int(np.argmin(db[half:]))
-    return max(1, best * hop)
+        cuts = [max(1, (half + int(np.argmin(db[half:]))) * hop)]
+    return cuts
 
 
 def segment_stream(blocks: Iterator[np.ndarray], opts: SegmentOptions) -> Iterator[tuple[float, np.ndarray]]:
-    """Cut a stream into contiguous segments ``(start_s, samples)`` of at most ``max_segment_s``,
-    at pauses where possible. Segments tile the stream: nothing lost, nothing doubled."""
+    """Cut a stream into contiguous segments ``(start_s, samples)`` at pauses (utterance-like
+    pieces, as the model was trained on), each at most ``max_segment_s``. Segments tile the
+    stream: nothing lost, nothing doubled."""
     cap = int(opts.max_segment_s * SAMPLE_RATE_HZ)
     pending, offset = np.zeros(0, np.float32), 0
     for block in blocks:
         pending = np.concatenate([pending, block])
         while pending.size > cap:
-            cut = find_cut(pending, opts)
-            yield offset / SAMPLE_RATE_HZ, pending[:cut]
-            pending, offset = pending[cut:], offset + cut
-    if pending.size:
-        yield offset / SAMPLE_RATE_HZ, pending
+            cuts = find_cuts(pending, opts)
+            prev = 0
+            for c in cuts:
+                yield (offset + prev) / SAMPLE_RATE_HZ, pending[prev:c]
+                prev = c
+            pending, offset = pending[prev:], offset + prev
+    # the tail: split at its pauses too
+    prev = 0
+    if pending.size > int(opts.min_segment_s * SAMPLE_RATE_HZ) * 2:
+        for c in find_cuts(pending, opts):
+            yield (offset + prev) / SAMPLE_RATE_HZ, pending[prev:c]
+            prev = c
+    if pending.size > prev:
+        yield (offset + prev) / SAMPLE_RATE_HZ, pending[prev:]
 
 
 # ---------------------------------------------------------------- decoding + alignment
@@ -164,7 +192,8 @@ def align_words(log_probs: torch.Tensor, ids: list[int], vocab: Sequence[str], f
 
 
 @torch.inference_mode()
-def decode_segments(model, extractor: FeatureExtractor, segs: list[tuple[float, np.ndarray]]) -> list[Segment]:
+def decode_segments(model, extractor: FeatureExtractor, segs: list[tuple[float, np.ndarray]],
+                    opts: SegmentOptions) -> list[Segment]:
     """Decode a batch of ``(start_s, samples)`` segments greedily and time their words."""
     min_samples = model.cfg.stack * extractor.hop
     feats = [extractor(np.pad(x, (0, max(0, min_samples - x.size)))) for _, x in segs]
@@ -191,10 +220,10 @@ def transcribe(model, source: str | Path | np.ndarray, sample_rate: int | None =
         duration = start + x.size / SAMPLE_RATE_HZ
         batch.append((start, x))
         if len(batch) == opts.batch_segments:
-            segments += decode_segments(model, extractor, batch)
+            segments += decode_segments(model, extractor, batch, opts)
             batch = []
     if batch:
-        segments += decode_segments(model, extractor, batch)
+        segments += decode_segments(model, extractor, batch, opts)
     name = source if not isinstance(source, np.ndarray) else "<array>"
     if duration < MIN_DURATION_S:
         raise AudioError(f"{name}: audio too short ({duration:.3f} s, need >= {MIN_DURATION_S} s)")

@@ -142,7 +142,9 @@ def bench_naive(cfg, utts, targets, seconds: float, threads: int) -> dict:
 
 
 def bench_transcribe(cfg, model_path: Path | None, utts, n_files: int) -> dict:
-    from asr.model import load_model
+    """Batch-1 end-to-end RTF, fp32 and int8; WER of both when the model is trained."""
+    from asr.model import load_model, quantize_int8
+    from asr.score import error_rates
     from asr.transcribe import transcribe
 
     torch.set_num_threads(1)
@@ -151,24 +153,33 @@ def bench_transcribe(cfg, model_path: Path | None, utts, n_files: int) -> dict:
     else:
         model, which = BiLSTMCTC(cfg.model, cfg.features.n_mels, 29).eval(), "untrained"
         model.tokenizer, model.feature_config = CharTokenizer(), cfg.features
-    files = [u.audio for u in utts[:n_files]]
-    for f in files[:3]:
-        transcribe(model, f)
-    t0 = time.perf_counter()
-    audio = sum(transcribe(model, f).duration for f in files)
-    rtf = (time.perf_counter() - t0) / audio
-    samples = [load_audio(f) for f in files]
+    out = {"model": which, "layers": cfg.model.layers, "hidden": cfg.model.hidden, "files": min(n_files, len(utts))}
+    for name, m in (("fp32", model), ("int8", quantize_int8(model))):
+        for u in utts[:3]:
+            transcribe(m, u.audio)
+        t0 = time.perf_counter()
+        results = {u.id: transcribe(m, u.audio) for u in utts[:n_files]}
+        audio = sum(r.duration for r in results.values())
+        out[f"rtf_greedy_batch1_1core_{name}"] = round((time.perf_counter() - t0) / audio, 5)
+        if which != "untrained":
+            out[f"wer_{name}"] = round(error_rates({u.id: u.text for u in utts[:n_files]},
+                                                   {k: r.text for k, r in results.items()}).wer, 2)
+    samples = [load_audio(u.audio) for u in utts[:n_files]]
     extractor = FeatureExtractor(cfg.features)
     t0 = time.perf_counter()
     for x in samples:
         extractor(x)
-    feat_x = sum(x.size for x in samples) / 16000 / (time.perf_counter() - t0)
-    return {"model": which, "layers": cfg.model.layers, "hidden": cfg.model.hidden, "files": len(files),
-            "rtf_greedy_batch1_1core": round(rtf, 5), "features_x_realtime_1core": round(feat_x)}
+    out["features_x_realtime_1core"] = round(sum(x.size for x in samples) / 16000 / (time.perf_counter() - t0))
+    return out
 
 
-MEMORY_CHILD = """
-import resource, sys, torch
+PEAK_RSS = """
+def peak_mb():
+    # VmHWM: peak resident set of this process image (ru_maxrss would carry the parent's over exec)
+    return int(next(x for x in open("/proc/self/status") if x.startswith("VmHWM")).split()[1]) / 1024
+"""
+MEMORY_CHILD = PEAK_RSS + """
+import sys, torch
 sys.path.insert(0, {root!r})
 sys.argv = ["benchmark.py"]
 import benchmark as B
@@ -176,7 +187,7 @@ from asr.config import load_config
 cfg = load_config({config!r})
 feats, targets, utts = B.load_train_data(cfg)
 B.bench_training(cfg, feats, targets, 20.0, cfg.train.threads)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print(peak_mb())
 """
 
 
@@ -186,8 +197,7 @@ def bench_memory(config: str, model_path: Path, audio: str) -> dict:
                                     cwd=ROOT).stdout.split()[-1])
     out = {"training_peak_rss_mb": round(train_mb)}
     if model_path.exists():
-        code = ("import resource, sys, asr; asr.load_model(sys.argv[1]).transcribe(sys.argv[2]);"
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+        code = PEAK_RSS + "import sys, asr\nasr.load_model(sys.argv[1]).transcribe(sys.argv[2])\nprint(peak_mb())"
         mb = subprocess.run([sys.executable, "-c", code, str(model_path), audio], capture_output=True,
                             text=True, check=True, cwd=ROOT).stdout.split()[-1]
         out["transcribe_peak_rss_mb"] = round(float(mb))
