@@ -62,6 +62,7 @@ class ModelConfig:
     layers: int = 4
     dropout: float = 0.2      # between LSTM layers
     utterance_cmn: bool = False  # also subtract each utterance's own mean (channel robustness)
+    cmn_floor_db: float = 0.0    # >0: that mean over frames within this many dB of the loudest only
 
     def check(self, where: str) -> None:
         _require(self.stack >= 1, f"{where}.stack", "must be >= 1")

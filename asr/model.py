@@ -1,6 +1,7 @@
 """Stacked bidirectional LSTM acoustic model with CTC output, and self-describing checkpoints."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 from pathlib import Path
 
@@ -62,12 +63,24 @@ class BiLSTMCTC(nn.Module):
         self.cmvn_mean.copy_(mean)
         self.cmvn_std.copy_(std.clamp_min(1e-5))
 
+    def _utterance_cmn(self, feats: torch.Tensor, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """Subtract each utterance's mean over its *speech* frames: frames whose mean log-mel is
+        within ``cmn_floor_db`` of the utterance's loudest frame. Silence is excluded so that how
+        much of it surrounds the speech does not shift the normalisation."""
+        valid = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lens.unsqueeze(1)    # (B, T)
+        if self.cfg.cmn_floor_db > 0:
+            energy = feats.mean(-1).masked_fill(~valid, float("-inf"))                      # (B, T)
+            floor = energy.max(1, keepdim=True).values - self.cfg.cmn_floor_db * math.log(10) / 10
+            valid = valid & (energy >= floor)
+        w = valid.unsqueeze(-1).to(x.dtype)
+        mean = (x * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)
+        pad = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lens.unsqueeze(1)).unsqueeze(-1)
+        return (x - mean) * pad
+
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (feats - self.cmvn_mean) / self.cmvn_std
         if self.cfg.utterance_cmn:
-            mask = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lens.unsqueeze(1)).unsqueeze(-1)
-            mean = (x * mask).sum(1, keepdim=True) / lens.clamp_min(1).view(-1, 1, 1)
-            x = (x - mean) * mask
+            x = self._utterance_cmn(feats, x, lens)
         s = self.cfg.stack
         b, t, f = x.shape
         t_out = t // s
