@@ -15,6 +15,7 @@ import torch
 from .config import RecipeConfig, to_dict
 from .data import read_manifest
 from .decode import decode_utterances
+from .distributed import init_from_env
 from .features import build_feature_cache
 from .model import load_model
 from .score import error_rates, write_kaldi_text
@@ -129,6 +130,9 @@ def run_stages(cfg: RecipeConfig, stages: Sequence[tuple[str, Callable, Sequence
     an error (use a new exp_dir or ``--force``) so results never mix two configs silently.
     """
     torch.set_num_threads(cfg.train.threads)      # every stage, not only training
+    # under torchrun every rank runs the training stage; rank 0 alone runs the others and keeps
+    # the bookkeeping, the other ranks wait for it
+    dist = init_from_env("cuda" if cfg.train.device == "cuda" else "cpu")
     marks = Path(cfg.exp_dir) / "stages"
     marks.mkdir(parents=True, exist_ok=True)
     for i, (name, fn, keys) in enumerate(stages):
@@ -136,19 +140,24 @@ def run_stages(cfg: RecipeConfig, stages: Sequence[tuple[str, Callable, Sequence
             continue
         mark = marks / f"{i}-{name}.done"
         digest = stage_digest(cfg, keys)
+        dist.barrier()
         if mark.exists() and not force:
             if mark.read_text().strip() == digest:
                 print(f"== stage {i} ({name}): done, skipping", file=sys.stderr)
                 continue
             raise RuntimeError(f"stage {i} ({name}) finished with a different config "
                                f"({mark}); use a new exp_dir or --force")
+        if not dist.main and name != "train":
+            continue
         print(f"== stage {i} ({name})", file=sys.stderr)
         t0 = time.perf_counter()
         fn(cfg)
         elapsed = time.perf_counter() - t0
-        mark.write_text(digest + "\n")
-        times_path = marks / "times.json"
-        times = json.loads(times_path.read_text()) if times_path.exists() else {}
-        times[name] = round(elapsed, 1)
-        times_path.write_text(json.dumps(times, indent=1) + "\n")
-        print(f"== stage {i} ({name}) done in {elapsed:.0f}s", file=sys.stderr)
+        if dist.main:
+            mark.write_text(digest + "\n")
+            times_path = marks / "times.json"
+            times = json.loads(times_path.read_text()) if times_path.exists() else {}
+            times[name] = round(elapsed, 1)
+            times_path.write_text(json.dumps(times, indent=1) + "\n")
+            print(f"== stage {i} ({name}) done in {elapsed:.0f}s", file=sys.stderr)
+    dist.barrier()
