@@ -32,7 +32,8 @@ class SegmentOptions:
     max_segment_s: float = 20.0      # hard cap on one decoded segment
     min_segment_s: float = 1.0       # pieces shorter than this are not split off
     min_pause_s: float = 0.25        # a pause at least this long is a cut point
-    threshold_db: float = 12.0       # speech = frame energy above the noise floor + this
+    threshold_db: float = 12.0       # pause = frame energy below the noise floor + this ...
+    speech_range_db: float = 35.0    # ... or more than this below the speech level
     batch_segments: int = 8          # segments decoded together
 
 
@@ -105,10 +106,13 @@ def frame_energy_db(x: np.ndarray) -> np.ndarray:
 
 
 def pauses(x: np.ndarray, opts: SegmentOptions) -> list[tuple[int, int]]:
-    """Pauses in ``x`` as (first, last + 1) energy frames: runs of at least ``min_pause_s``
-    below the noise floor (10th percentile) + ``threshold_db``, not touching either end."""
+    """Pauses in ``x`` as (first, last + 1) energy frames: runs of at least ``min_pause_s`` of
+    quiet frames (see below), not touching either end."""
     db = frame_energy_db(x)
-    silent = np.append(db < np.percentile(db, 10) + opts.threshold_db, False)
+    # quiet relative to the noise floor, or far below the speech level (a floor of digital
+    # silence would otherwise put the threshold under any real background noise)
+    level = max(np.percentile(db, 10) + opts.threshold_db, np.percentile(db, 90) - opts.speech_range_db)
+    silent = np.append(db < level, False)
     min_run = max(1, int(opts.min_pause_s / ENERGY_HOP_S))
     runs, start = [], None
     for i, s in enumerate(silent):

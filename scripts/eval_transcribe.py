@@ -94,8 +94,8 @@ def word_timing(model, n_words: int, tmp: Path, voice: str = "en-us+m7", seed: i
         subprocess.run(["espeak-ng", "-v", voice, "-w", str(wav), w], check=True)
         x = load_audio(wav)
         a, b = speech_bounds(x)
-        x = x[int(a * SAMPLE_RATE_HZ): int(b * SAMPLE_RATE_HZ)]
-        gap = (0.003 * rng.standard_normal(int(rng.uniform(0.15, 0.6) * SAMPLE_RATE_HZ))).astype(np.float32)
+        x = level(x[int(a * SAMPLE_RATE_HZ): int(b * SAMPLE_RATE_HZ)])
+        gap = (GAP_NOISE * rng.standard_normal(int(rng.uniform(0.15, 0.6) * SAMPLE_RATE_HZ))).astype(np.float32)
         truth.append((w, t))
         parts += [x, gap]
         t += (x.size + gap.size) / SAMPLE_RATE_HZ
@@ -126,19 +126,22 @@ def rtf(model, utts, n: int) -> float:
 
 
 def main() -> None:
+    global GAP_NOISE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True, help="utterances to join (e.g. the unseen-voice test set)")
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--words", type=int, default=200)
+    p.add_argument("--gap-noise", type=float, default=GAP_NOISE, help="noise amplitude in pauses")
     p.add_argument("--out")
     args = p.parse_args()
     torch.set_num_threads(1)
+    GAP_NOISE = args.gap_noise
     model = load_model(args.model)
     utts = read_manifest(args.manifest)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        report = {"model": args.model, "manifest": args.manifest}
+        report = {"model": args.model, "manifest": args.manifest, "gap_noise": GAP_NOISE}
         report["long_recording"], long_path = long_recording(model, utts, args.minutes, tmp)
         short = tmp / "short.wav"
         save_audio(short, load_audio(long_path)[: 60 * SAMPLE_RATE_HZ])
