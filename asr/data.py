@@ -9,9 +9,11 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .audio import load_audio
 from .config import AugmentConfig
 from .text import CharTokenizer, normalize_text
 
@@ -142,10 +144,8 @@ def validate_utterances(utts: Sequence[Utterance], tokenizer: CharTokenizer, che
     return good, notes
 
 
-def load_utterance_audio(u: Utterance, **checks) -> "np.ndarray":
+def load_utterance_audio(u: Utterance, **checks) -> np.ndarray:
     """The utterance's 16 kHz samples: the whole file, or its segment when ``offset`` is set."""
-    from .audio import load_audio
-
     if u.offset is None:
         return load_audio(u.audio, **checks)
     return load_audio(u.audio, start_s=u.offset, stop_s=u.offset + u.duration, **checks)

@@ -7,7 +7,7 @@ import numpy as np
 import soundfile as sf
 
 from asr.config import DataConfig, FeatureConfig
-from asr.data import Utterance, write_manifest
+from asr.data import Utterance
 from asr.features import build_feature_cache
 from asr.text import CharTokenizer
 from asr.train import build_set

@@ -1,5 +1,4 @@
 import numpy as np
-import soundfile as sf
 import torch
 
 from asr.config import FeatureConfig
