@@ -1,5 +1,6 @@
 """The training loop: CTC loss, Adam, clipping, warmup + cosine LR, dev WER every epoch, early
-stopping, best checkpoint, resume from the last epoch."""
+stopping, best checkpoint, exact resume from atomic mid-epoch checkpoints, fault counting, and
+data-parallel training under torchrun."""
 from __future__ import annotations
 
 import json
