@@ -67,15 +67,15 @@ class BiLSTMCTC(nn.Module):
         """Subtract each utterance's mean over its *speech* frames: frames whose mean log-mel is
         within ``cmn_floor_db`` of the utterance's loudest frame. Silence is excluded so that how
         much of it surrounds the speech does not shift the normalisation."""
-        valid = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lens.unsqueeze(1)    # (B, T)
+        inside = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lens.unsqueeze(1)   # (B, T)
+        valid = inside
         if self.cfg.cmn_floor_db > 0:
             energy = feats.mean(-1).masked_fill(~valid, float("-inf"))                      # (B, T)
             floor = energy.max(1, keepdim=True).values - self.cfg.cmn_floor_db * math.log(10) / 10
             valid = valid & (energy >= floor)
         w = valid.unsqueeze(-1).to(x.dtype)
         mean = (x * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)
-        pad = (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lens.unsqueeze(1)).unsqueeze(-1)
-        return (x - mean) * pad
+        return (x - mean) * inside.unsqueeze(-1)
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (feats - self.cmvn_mean) / self.cmvn_std

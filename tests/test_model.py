@@ -90,3 +90,20 @@ def test_missing_and_foreign_files(tmp_path):
     torch.save({"hello": 1}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="not an asr model"):
         load_model(tmp_path / "other.pt")
+
+
+def test_speech_frame_cmn_ignores_surrounding_silence():
+    """With cmn_floor_db the per-utterance mean comes from speech frames only, so padding an
+    utterance with digital silence does not change its normalised features."""
+    from asr.config import ModelConfig
+    from asr.model import BiLSTMCTC
+
+    torch.manual_seed(0)
+    speech = torch.randn(1, 100, 80) + 2
+    silence = torch.full((1, 60, 80), -13.8)              # log(1e-6): digital silence
+    padded = torch.cat([silence, speech, silence], 1)
+    for floor_db, invariant in ((30.0, True), (0.0, False)):
+        m = BiLSTMCTC(ModelConfig(hidden=8, layers=1, utterance_cmn=True, cmn_floor_db=floor_db), 80, 29)
+        a = m._utterance_cmn(speech, speech, torch.tensor([100]))
+        b = m._utterance_cmn(padded, padded, torch.tensor([220]))[:, 60:160]
+        assert torch.allclose(a, b, atol=1e-5) == invariant
