@@ -125,13 +125,78 @@ class TrainConfig:
         _require(self.amp in ("off", "bf16", "fp16"), f"{where}.amp", "allowed: off, bf16, fp16")
 
 
+DECODE_METHODS = ("greedy", "beam", "beam_lm")
+
+
 @dataclass(frozen=True)
 class DecodeConfig:
-    method: str = "greedy"
+    """Decoding: greedy best path, CTC beam search without LM, or lexicon + word n-gram LM beam."""
+
+    method: str = "greedy"                 # what `asr decode` / `asr transcribe` use by default
+    methods: tuple[str, ...] = ()          # what a recipe's decode stage compares (empty: method)
     batch_frames: int = 40000
+    beam_size: int = 50
+    beam_size_token: int = 0               # tokens considered per frame (0: all)
+    beam_threshold: float = 25.0           # prune hypotheses this far below the best (log domain)
+    lm_weight: float = 1.0
+    word_score: float = 0.0                # added per emitted word (insertion bonus)
+    unk_score: float = float("-inf")       # word not in the lexicon (-inf: never)
+    sil_score: float = 0.0
+    lexicon: str = ""                      # beam_lm: "word c h a r s |" per line
+    lm: str = ""                           # beam_lm: KenLM .arpa or binary
+    tune_lm_weights: tuple[float, ...] = ()   # grid searched on dev by a recipe's tune stage
+    tune_word_scores: tuple[float, ...] = ()
+    tune_beam_size: int = 50
 
     def check(self, where: str) -> None:
-        _require(self.method in ("greedy",), f"{where}.method", "allowed: greedy")
+        allowed = ", ".join(DECODE_METHODS)
+        _require(self.method in DECODE_METHODS, f"{where}.method", f"allowed: {allowed}")
+        for m in self.methods:
+            _require(m in DECODE_METHODS, f"{where}.methods", f"{m!r} unknown; allowed: {allowed}")
+        _require(self.beam_size >= 1, f"{where}.beam_size", "must be >= 1")
+        _require(self.tune_beam_size >= 1, f"{where}.tune_beam_size", "must be >= 1")
+        _require(self.beam_size_token >= 0, f"{where}.beam_size_token", "must be >= 0")
+        _require(self.beam_threshold > 0, f"{where}.beam_threshold", "must be > 0")
+        _require(bool(self.tune_lm_weights) == bool(self.tune_word_scores), f"{where}.tune_word_scores",
+                 "tune_lm_weights and tune_word_scores are given together")
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        return self.methods or (self.method,)
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    """Sentence text for read-speech recipes: which sentences are read and held out."""
+
+    source: str = "wordnet"                 # WordNet gloss example sentences (Debian wordnet-base)
+    wordnet_dir: str = "/usr/share/wordnet"
+    top_words: int = 3000                   # read sentences use only the most frequent words
+    min_words: int = 4
+    max_words: int = 14
+    held_out: dict[str, int] = field(default_factory=dict)  # split -> distinct sentences (not train)
+    seed: int = 11
+
+    def check(self, where: str) -> None:
+        _require(self.source == "wordnet", f"{where}.source", "allowed: wordnet")
+        _require(self.top_words > 0, f"{where}.top_words", "must be > 0")
+        _require(1 <= self.min_words <= self.max_words, f"{where}.min_words", "1 <= min <= max_words")
+        for k, v in self.held_out.items():
+            _require(v > 0, f"{where}.held_out.{k}", "must be > 0")
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Word n-gram LM (KenLM lmplz) trained on text that excludes every held-out sentence."""
+
+    order: int = 3
+    prune: tuple[int, ...] = ()      # lmplz --prune thresholds per order (empty: none)
+    memory: str = "20%"              # lmplz -S
+    binary: bool = True              # also build a KenLM binary (faster load)
+
+    def check(self, where: str) -> None:
+        _require(2 <= self.order <= 6, f"{where}.order", "must be in 2..6 (KenLM built with max order 6)")
+        _require(len(self.prune) <= self.order, f"{where}.prune", "at most one threshold per order")
 
 
 @dataclass(frozen=True)
@@ -184,6 +249,8 @@ class RecipeConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
 
     def check(self, where: str = "config") -> None:
         for f in dataclasses.fields(self):

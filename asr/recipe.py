@@ -7,14 +7,16 @@ import json
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
-from .config import RecipeConfig, to_dict
+from .config import DecodeConfig, RecipeConfig, to_dict
 from .data import read_manifest
-from .decode import decode_utterances
+from .decode import decode_emissions, emissions, make_decoder, utterance_features
+from .lm import build_lm, oov_rate, perplexity, read_lexicon, word_counts, write_lexicon
 from .distributed import init_from_env
 from .features import build_feature_cache
 from .model import load_model
@@ -62,27 +64,131 @@ def train_stage(cfg: RecipeConfig) -> None:
     (exp / "train_time.json").write_text(json.dumps({"train_s": time.perf_counter() - t0}) + "\n")
 
 
+def lm_dir(cfg: RecipeConfig) -> Path:
+    return Path(cfg.data_dir) / "lm"
+
+
+def lm_stage(cfg: RecipeConfig) -> None:
+    """Word n-gram LM on ``data_dir/text/lm_train.txt`` and a spelling lexicon of its words and
+    the training transcripts; OOV rate and perplexity of each held-out split in ``lm/stats.json``."""
+    out = lm_dir(cfg)
+    text = Path(cfg.data_dir) / "text" / "lm_train.txt"
+    lm_file = out / ("lm.bin" if cfg.lm.binary else "lm.arpa")
+    build_lm(text, lm_file, cfg.lm.order, cfg.lm.prune, cfg.lm.memory, cfg.lm.binary)
+    train_text = [u.text for u in read_manifest(manifest_path(cfg, cfg.train_split))]
+    lm_text = text.read_text(encoding="utf-8").splitlines()
+    n, skipped = write_lexicon(word_counts(lm_text + train_text), CharTokenizer(), out / "lexicon.txt")
+    vocab = read_lexicon(out / "lexicon.txt")
+    stats = {"lm": str(lm_file), "order": cfg.lm.order, "lm_sentences": len(lm_text),
+             "lexicon_words": n, "lexicon_skipped": skipped[:50], "splits": {}}
+    for split in [cfg.dev_split, *cfg.test_splits]:
+        texts = [u.text for u in read_manifest(manifest_path(cfg, split))]
+        stats["splits"][split] = {"oov_rate": round(oov_rate(texts, vocab), 3),
+                                  "perplexity": round(perplexity(lm_file, texts), 2)}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    print(f"[lm] {lm_file}: {cfg.lm.order}-gram on {len(lm_text)} sentences, lexicon {n} words; "
+          + ", ".join(f"{k} OOV {v['oov_rate']}% ppl {v['perplexity']}" for k, v in stats["splits"].items()),
+          file=sys.stderr)
+
+
+def resolved_decode(cfg: RecipeConfig) -> DecodeConfig:
+    """``cfg.decode`` with the recipe's LM files filled in and the dev-tuned weights, if tuned."""
+    d = cfg.decode
+    lm_file = lm_dir(cfg) / ("lm.bin" if cfg.lm.binary else "lm.arpa")
+    d = replace(d, lexicon=d.lexicon or str(lm_dir(cfg) / "lexicon.txt"), lm=d.lm or str(lm_file))
+    tuned = Path(cfg.exp_dir) / "decode" / "tuned.json"
+    if tuned.exists():
+        best = json.loads(tuned.read_text())
+        d = replace(d, lm_weight=best["lm_weight"], word_score=best["word_score"])
+    return d
+
+
+def split_emissions(cfg: RecipeConfig, model, split: str):
+    """(utterances, {id: (T', V) log-probs}, failed ids, seconds spent in the model)."""
+    utts = read_manifest(manifest_path(cfg, split))
+    cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split))
+    t0 = time.perf_counter()
+    feats, ids, failed = utterance_features(model, utts, cache)
+    emis = dict(zip(ids, emissions(model, feats, cfg.decode.batch_frames)))
+    return utts, emis, [f.split("\t")[0] for f in failed], time.perf_counter() - t0
+
+
+def tune_stage(cfg: RecipeConfig) -> dict:
+    """Grid search of LM weight x word score for beam_lm on dev; ``exp/decode/tuned.json``."""
+    d = resolved_decode(replace(cfg, exp_dir=str(Path(cfg.exp_dir) / "untuned")))
+    if not d.tune_lm_weights:
+        return {}
+    model = load_model(Path(cfg.exp_dir) / "best.pt")
+    utts, emis, failed, _ = split_emissions(cfg, model, cfg.dev_split)
+    refs = {u.id: u.text for u in utts}
+    ids = list(emis)
+    grid = []
+    for lm_weight in d.tune_lm_weights:
+        for word_score in d.tune_word_scores:
+            dec = make_decoder(model.tokenizer, replace(d, lm_weight=lm_weight, word_score=word_score),
+                               "beam_lm", beam_size=d.tune_beam_size)
+            hyps = dict(zip(ids, decode_emissions(dec, [emis[i] for i in ids])))
+            hyps.update({i: "" for i in failed})
+            wer = error_rates(refs, hyps).wer
+            grid.append({"lm_weight": lm_weight, "word_score": word_score, "wer": round(wer, 3)})
+            print(f"[tune] lm_weight {lm_weight} word_score {word_score}: dev WER {wer:.2f}%", file=sys.stderr)
+    best = min(grid, key=lambda g: (g["wer"], g["lm_weight"], g["word_score"]))
+    out = {**best, "dev_split": cfg.dev_split, "beam_size": d.tune_beam_size, "grid": grid}
+    path = Path(cfg.exp_dir) / "decode" / "tuned.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
 def decode_stage(cfg: RecipeConfig) -> dict:
-    """Decode dev and test splits with the best model; write hyps, ``results.json`` and a table."""
+    """Decode dev and test splits with the best model and every compared method; write hyps,
+    ``results.json`` (top level: the last method) and a table."""
     exp = Path(cfg.exp_dir)
     model = load_model(exp / "best.pt")
+    d = resolved_decode(cfg)
+    decoders = {m: make_decoder(model.tokenizer, d, m) for m in d.compared}
+    vocab = read_lexicon(d.lexicon) if "beam_lm" in d.compared else None
     results = {}
     for split in [cfg.dev_split, *cfg.test_splits]:
-        utts = read_manifest(manifest_path(cfg, split))
-        cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split))
-        hyps, timing = decode_utterances(model, utts, cache, cfg.decode.batch_frames)
+        utts, emis, failed, model_s = split_emissions(cfg, model, split)
         refs = {u.id: u.text for u in utts}
+        audio_s = sum(u.duration for u in utts)
+        ids = list(emis)
         out = exp / "decode" / split
         out.mkdir(parents=True, exist_ok=True)
         write_kaldi_text(refs, out / "ref.txt")
-        write_kaldi_text(hyps, out / "hyp.txt")
-        rates = error_rates(refs, hyps).as_dict()
-        rates["decode_rtf"] = round(timing["rtf"], 5)
-        results[split] = rates
+        per_method = {}
+        for method, dec in decoders.items():
+            t0 = time.perf_counter()
+            hyps = dict(zip(ids, decode_emissions(dec, [emis[i] for i in ids])))
+            search_s = time.perf_counter() - t0
+            hyps.update({i: "" for i in failed})
+            write_kaldi_text(hyps, out / f"hyp.{method}.txt")
+            rates = error_rates(refs, hyps).as_dict()
+            rates["decode_rtf"] = round((model_s + search_s) / max(audio_s, 1e-9), 5)
+            per_method[method] = rates
+        last = d.compared[-1]
+        write_kaldi_text(_read_kaldi(out / f"hyp.{last}.txt"), out / "hyp.txt")
+        results[split] = dict(per_method[last])
+        if len(per_method) > 1:
+            results[split]["methods"] = per_method
+        if vocab is not None:
+            results[split]["oov_rate"] = round(oov_rate(refs.values(), vocab), 3)
+    if "beam_lm" in d.compared:
+        results["_decode"] = {"lm_weight": d.lm_weight, "word_score": d.word_score, "beam_size": d.beam_size,
+                              "lm": d.lm, "lexicon": d.lexicon}
     (exp / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (exp / "RESULTS.md").write_text(results_markdown(cfg, results))
     print(results_table(results))
     return results
+
+
+def _read_kaldi(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, _, text = line.partition(" ")
+        out[key] = text.strip()
+    return out
 
 
 def results_markdown(cfg: RecipeConfig, results: dict) -> str:
@@ -100,8 +206,21 @@ def results_markdown(cfg: RecipeConfig, results: dict) -> str:
 
 
 def results_table(results: dict) -> str:
+    """Markdown: one row per set; with several methods, their WERs side by side."""
+    sets = {k: v for k, v in results.items() if not k.startswith("_")}
+    if any("methods" in r for r in sets.values()):
+        methods = list(next(r["methods"] for r in sets.values() if "methods" in r))
+        lines = ["| set | " + " | ".join(f"{m} WER %" for m in methods) + f" | {methods[-1]} CER % | "
+                 "OOV % | " + " | ".join(f"{m} RTF" for m in methods) + " | utterances |",
+                 "|---" * (2 * len(methods) + 4) + "|"]
+        for name, r in sets.items():
+            ms = r.get("methods", {})
+            lines.append(f"| {name} | " + " | ".join(f"{ms[m]['wer']:.2f}" for m in methods)
+                         + f" | {r['cer']:.2f} | {r.get('oov_rate', float('nan')):.2f} | "
+                         + " | ".join(f"{ms[m]['decode_rtf']:.4f}" for m in methods) + f" | {r['utterances']} |")
+        return "\n".join(lines)
     lines = ["| set | WER % | CER % | utterances | S | D | I |", "|---|---|---|---|---|---|---|"]
-    for name, r in results.items():
+    for name, r in sets.items():
         lines.append(f"| {name} | {r['wer']:.2f} | {r['cer']:.2f} | {r['utterances']} | "
                      f"{r['substitutions']} | {r['deletions']} | {r['insertions']} |")
     return "\n".join(lines)
@@ -161,3 +280,4 @@ def run_stages(cfg: RecipeConfig, stages: Sequence[tuple[str, Callable, Sequence
             times_path.write_text(json.dumps(times, indent=1) + "\n")
             print(f"== stage {i} ({name}) done in {elapsed:.0f}s", file=sys.stderr)
     dist.barrier()
+

@@ -48,8 +48,14 @@ def test_unknown_voices_are_refused():
 def test_jobs_are_deterministic():
     cfg = _cfg(train=[["espeak:en+m1", "espeak:en+f2"]])
     voices = split_voices(cfg)["train"]
-    assert make_jobs(cfg, "train", voices) == make_jobs(cfg, "train", voices)
-    assert [j.voice for j in make_jobs(cfg, "train", voices)] == ["espeak:en+m1", "espeak:en+f2"] * 2
+
+    def text_fn(rng, i):
+        return digit_string(rng, 1, 7)
+
+    assert make_jobs(cfg, "train", voices, text_fn) == make_jobs(cfg, "train", voices, text_fn)
+    jobs = make_jobs(cfg, "train", voices, text_fn)
+    assert [j.voice for j in jobs] == ["espeak:en+m1", "espeak:en+f2"] * 2
+    assert len({j.text for j in jobs}) > 1
 
 
 @needs_espeak

@@ -6,13 +6,11 @@ a split whose name contains "engine" uses a TTS engine never used in training.
 """
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from ..config import SynthConfig
-from ..data import report_skipped, write_manifest
-from ..tts import Job, check_voices, engine_of, expand_voices, synthesize
+from .synth import make_jobs, split_voices, synthesize_splits  # noqa: F401  (re-exported)
 
 DIGIT_VOCAB = ("oh", "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -21,68 +19,11 @@ def digit_string(rng: random.Random, min_digits: int, max_digits: int) -> str:
     return " ".join(rng.choice(DIGIT_VOCAB) for _ in range(rng.randint(min_digits, max_digits)))
 
 
-def split_voices(cfg: SynthConfig, train_split: str = "train") -> dict[str, list[list[str]]]:
-    """Expanded voices per split and voice group; raises ValueError if a held-out split shares a voice (or, for
-    "engine" splits, an engine) with the training split."""
-    voices = {name: [expand_voices(g.voices) for g in groups] for name, groups in cfg.splits.items()}
-    flat = {name: [v for g in groups for v in g] for name, groups in voices.items()}
-    train = set(flat.get(train_split, []))
-    train_engines = {engine_of(v) for v in train}
-    for name, vs in flat.items():
-        if name == train_split:
-            continue
-        shared = sorted(train & set(vs))
-        if shared:
-            raise ValueError(f"split {name!r} shares voices with {train_split!r}: {shared}")
-        if "engine" in name and {engine_of(v) for v in vs} & train_engines:
-            raise ValueError(f"split {name!r} must use engines unseen in training, "
-                             f"got {sorted({engine_of(v) for v in vs})}")
-    return voices
-
-
-def make_jobs(cfg: SynthConfig, split: str, groups: list[list[str]]) -> list[Job]:
-    """Deterministic utterance list for one split (same config -> same texts and variation)."""
-    rng = random.Random(f"{cfg.seed}-{split}")
-    plan = [voices[k % len(voices)] for voices, g in zip(groups, cfg.splits[split])
-            for k in range(g.utterances)]
-    jobs = []
-    for i, voice in enumerate(plan):
-        noisy = rng.random() < cfg.noise_prob
-        jobs.append(Job(
-            utt_id=f"{split}-{i:06d}",
-            text=digit_string(rng, cfg.min_digits, cfg.max_digits),
-            voice=voice,
-            speed=rng.uniform(*cfg.speed_range),
-            pitch=rng.uniform(*cfg.pitch_range),
-            snr_db=rng.uniform(*cfg.snr_db_range) if noisy else None,
-            pad_s=(rng.uniform(*cfg.pad_range_s), rng.uniform(*cfg.pad_range_s)),
-            seed=rng.randrange(2 ** 31),
-            formant=rng.uniform(*cfg.formant_range),
-        ))
-    return jobs
-
-
 def prepare_digits(cfg: SynthConfig, out_dir: str | Path, train_split: str = "train",
                    progress: bool = True) -> dict[str, Path]:
-    """Synthesize every split into ``out_dir/wav/<split>`` and write ``out_dir/<split>.jsonl``.
+    """Synthesize every split into ``out_dir/wav/<split>`` and write ``out_dir/<split>.jsonl``
+    (see :func:`asr.corpora.synth.synthesize_splits`). Returns the manifest path per split."""
+    def text_fn(rng: random.Random, i: int) -> str:
+        return digit_string(rng, cfg.min_digits, cfg.max_digits)
 
-    A split whose manifest already exists is kept. Failed syntheses are counted and listed in
-    ``out_dir/<split>.skipped.txt``. Returns the manifest path per split.
-    """
-    out_dir = Path(out_dir)
-    voices = split_voices(cfg, train_split)
-    check_voices([v for groups in voices.values() for g in groups for v in g])
-    manifests = {}
-    for split, vs in voices.items():
-        path = out_dir / f"{split}.jsonl"
-        manifests[split] = path
-        if path.exists():
-            continue
-        jobs = make_jobs(cfg, split, vs)
-        utts, errors = synthesize(jobs, out_dir / "wav" / split, cfg.jobs, progress=progress)
-        report_skipped(errors, len(jobs), f"synth {split}", out_dir / f"{split}.skipped.txt")
-        write_manifest(utts, path)
-        stats = {"utterances": len(utts), "failed": len(errors), "voices": sum(map(len, vs)),
-                 "hours": round(sum(u.duration for u in utts) / 3600, 3)}
-        (out_dir / f"{split}.stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-    return manifests
+    return synthesize_splits(cfg, out_dir, {split: text_fn for split in cfg.splits}, train_split, progress)

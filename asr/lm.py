@@ -1,0 +1,121 @@
+"""Word n-gram language models (KenLM) and lexicons for lexicon-constrained CTC beam search.
+
+``lmplz`` and ``build_binary`` are KenLM's command-line builders, compiled from the PyPI ``kenlm``
+source distribution by ``scripts/build_kenlm.sh``; the ``kenlm`` Python module scores text.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .text import CharTokenizer
+
+KENLM_BIN_ENV = "ASR_KENLM_BIN"           # folder holding lmplz / build_binary (optional)
+BUILD_HINT = "build it with: bash scripts/build_kenlm.sh"
+LEXICON_HINT = "build one with: asr lm build --text TEXT --out LM --lexicon LEXICON"
+
+
+def default_kenlm_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "asr" / "kenlm" / "bin"
+
+
+def kenlm_tool(name: str) -> Path:
+    """Path of KenLM's ``name`` binary: ``$ASR_KENLM_BIN``, then PATH, then the build cache."""
+    candidates = [Path(os.environ[KENLM_BIN_ENV]) / name] if os.environ.get(KENLM_BIN_ENV) else []
+    on_path = shutil.which(name)
+    candidates += [Path(on_path)] if on_path else []
+    candidates.append(default_kenlm_dir() / name)
+    for path in candidates:
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+    raise FileNotFoundError(f"KenLM {name} not found (looked in {', '.join(map(str, candidates))}); "
+                            f"{BUILD_HINT}")
+
+
+def require_file(path: str | Path, what: str, hint: str) -> Path:
+    """``path`` as a Path, or FileNotFoundError naming it, what it is and how to build it."""
+    path = Path(path)
+    if not str(path) or not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}; {hint}")
+    return path
+
+
+def _run(cmd: list[str], stdin_path: Path | None = None, stdout_path: Path | None = None) -> None:
+    with open(stdin_path, "rb") if stdin_path else open(os.devnull, "rb") as fin, \
+         open(stdout_path, "wb") if stdout_path else open(os.devnull, "wb") as fout:
+        proc = subprocess.run(cmd, stdin=fin, stdout=fout, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}): " + " | ".join(tail))
+
+
+def build_lm(text: str | Path, out: str | Path, order: int = 3, prune: Sequence[int] = (),
+             memory: str = "20%", binary: bool = True) -> Path:
+    """Train an ``order``-gram modified Kneser-Ney LM on ``text`` (one sentence per line).
+
+    Writes ``out`` (ARPA when it ends in ``.arpa``, else a KenLM binary built from the ARPA kept
+    next to it). Files appear atomically. ``--discount_fallback`` keeps tiny corpora working.
+    """
+    text = require_file(text, "LM training text", "give a text file, one normalized sentence per line")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    arpa = out if out.suffix == ".arpa" else out.with_suffix(".arpa")
+    cmd = [str(kenlm_tool("lmplz")), "-o", str(order), "-S", memory, "--discount_fallback"]
+    if prune:
+        cmd += ["--prune", *map(str, prune)]
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        _run(cmd + ["-T", tmp], stdin_path=text, stdout_path=Path(tmp) / "lm.arpa")
+        os.replace(Path(tmp) / "lm.arpa", arpa)
+        if out != arpa and binary:
+            _run([str(kenlm_tool("build_binary")), "-s", str(arpa), str(Path(tmp) / "lm.bin")])
+            os.replace(Path(tmp) / "lm.bin", out)
+    return out if (out == arpa or binary) else arpa
+
+
+def word_counts(lines: Iterable[str]) -> Counter:
+    return Counter(w for line in lines for w in line.split())
+
+
+def write_lexicon(words: Iterable[str], tokenizer: CharTokenizer, path: str | Path) -> tuple[int, list[str]]:
+    """Spelling lexicon for ``ctc_decoder``: ``word w o r d |`` per line (``|`` ends a word).
+
+    Words with characters the tokenizer lacks cannot be spelled and are returned as skipped.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    known = set(tokenizer.vocab[1:]) - {" "}
+    kept, skipped = [], []
+    for w in sorted(set(words)):
+        (kept if w and set(w) <= known else skipped).append(w)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(f"{w} {' '.join(w)} |\n" for w in kept), encoding="utf-8")
+    os.replace(tmp, path)
+    return len(kept), skipped
+
+
+def read_lexicon(path: str | Path) -> set[str]:
+    path = require_file(path, "lexicon", LEXICON_HINT)
+    return {line.split(maxsplit=1)[0] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
+
+
+def oov_rate(texts: Iterable[str], vocab: set[str]) -> float:
+    """Percent of running words of ``texts`` not in ``vocab``."""
+    words = [w for t in texts for w in t.split()]
+    return 100.0 * sum(w not in vocab for w in words) / max(len(words), 1)
+
+
+def perplexity(lm_path: str | Path, texts: Sequence[str]) -> float:
+    """Corpus perplexity of ``texts`` under a KenLM model (sentence boundaries included)."""
+    import kenlm
+
+    model = kenlm.Model(str(require_file(lm_path, "language model", BUILD_HINT)))
+    log10 = sum(model.score(t, bos=True, eos=True) for t in texts)
+    tokens = sum(len(t.split()) + 1 for t in texts)
+    return math.pow(10.0, -log10 / max(tokens, 1))
