@@ -57,6 +57,36 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _add_decoding(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("decoding")
+    g.add_argument("--method", "--decoder", dest="method", choices=["greedy", "beam", "beam_lm"],
+                   default="greedy", help="greedy, CTC beam search, or lexicon + word LM beam search")
+    g.add_argument("--beam-size", type=int, default=50)
+    g.add_argument("--lexicon", default="", help="beam_lm: spelling lexicon (asr lm build --lexicon)")
+    g.add_argument("--lm", default="", help="beam_lm: KenLM .arpa or binary (asr lm build)")
+    g.add_argument("--lm-weight", type=float, default=1.0)
+    g.add_argument("--word-score", type=float, default=0.0, help="score added per word")
+    g.add_argument("--unk-score", type=float, default=float("-inf"), help="score of an out-of-lexicon word")
+    g.add_argument("--tuned", help="a recipe's decode/tuned.json: take lm_weight and word_score from it")
+
+
+def _decoder(args, model):
+    """The decoder the command line asks for (None: greedy)."""
+    from .config import DecodeConfig
+    from .decode import make_decoder
+
+    if args.method == "greedy":
+        return None
+    lm_weight, word_score = args.lm_weight, args.word_score
+    if args.tuned:
+        tuned = json.loads(Path(args.tuned).read_text())
+        lm_weight, word_score = tuned["lm_weight"], tuned["word_score"]
+    cfg = DecodeConfig(method=args.method, beam_size=args.beam_size, lexicon=args.lexicon, lm=args.lm,
+                       lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score)
+    cfg.check("decode options")
+    return make_decoder(model.tokenizer, cfg)
+
+
 def cmd_decode(args) -> int:
     from .data import read_manifest
     from .decode import decode_utterances
@@ -65,7 +95,7 @@ def cmd_decode(args) -> int:
 
     model = load_model(args.model)
     utts = read_manifest(args.manifest)
-    hyps, timing = decode_utterances(model, utts)
+    hyps, timing = decode_utterances(model, utts, decoder=_decoder(args, model))
     write_kaldi_text(hyps, args.out)
     rates = error_rates({u.id: u.text for u in utts}, hyps)
     print(json.dumps({**rates.as_dict(), "rtf": round(timing["rtf"], 5)}))
@@ -109,7 +139,7 @@ def cmd_evaluate(args) -> int:
 
     model = load_model(args.model)
     utts = read_manifest(args.manifest)
-    hyps, timing = decode_utterances(model, utts)
+    hyps, timing = decode_utterances(model, utts, decoder=_decoder(args, model))
     refs = {u.id: u.text for u in utts}
     report = score_texts(refs, hyps, _normalizer(args), None, args.bootstrap, args.out_dir)
     if args.out_dir:
@@ -153,9 +183,8 @@ def cmd_transcribe(args) -> int:
     from .model import load_model
     from .transcribe import SegmentOptions, transcribe, write_outputs
 
-    if args.decoder != "greedy":
-        raise ValueError(f"decoder {args.decoder!r} is not available yet (available: greedy)")
     model = load_model(args.model, int8=args.int8)
+    decoder = _decoder(args, model)
     opts = SegmentOptions(max_segment_s=args.max_segment)
     formats = [f for f in args.formats.split(",") if f]
     jobs = []                                  # (path, id)
@@ -167,7 +196,7 @@ def cmd_transcribe(args) -> int:
     t0, audio_s, failures, kaldi = time.perf_counter(), 0.0, [], {}
     for path, uid in tqdm(jobs, desc="transcribe", unit="file", disable=not sys.stderr.isatty()):
         try:
-            tr = transcribe(model, path, opts=opts)
+            tr = transcribe(model, path, opts=opts, decoder=decoder)
         except AudioError as e:
             failures.append(str(e))
             print(f"[transcribe] failed: {e}", file=sys.stderr)
@@ -188,6 +217,19 @@ def cmd_transcribe(args) -> int:
     return 1 if failures else 0
 
 
+def cmd_lm_build(args) -> int:
+    from .lm import build_lm, word_counts, write_lexicon
+    from .text import CharTokenizer
+
+    out = build_lm(args.text, args.out, args.order, args.prune or (), args.memory, not args.arpa_only)
+    print(out)
+    if args.lexicon:
+        lines = Path(args.text).read_text(encoding="utf-8").splitlines()
+        n, skipped = write_lexicon(word_counts(lines), CharTokenizer(), args.lexicon)
+        print(f"{args.lexicon}\t{n} words" + (f", {len(skipped)} not spellable: {skipped[:10]}" if skipped else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -206,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True)
     p.add_argument("--out", required=True, help="hypothesis file (Kaldi text)")
+    _add_decoding(p)
     p.set_defaults(func=cmd_decode)
     p = sub.add_parser("score", help="sclite-grade scoring of hypotheses against references")
     p.add_argument("--ref", required=True, help="reference transcripts (trn or Kaldi text)")
@@ -218,16 +261,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True)
     _add_scoring(p)
+    _add_decoding(p)
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("transcribe", help="transcribe audio files or directories (recursive)")
     p.add_argument("--model", required=True)
     p.add_argument("paths", nargs="+")
     p.add_argument("--output-dir", help="write <id>.<format> per file and a Kaldi `text` for all")
     p.add_argument("--formats", default="txt,json,srt,vtt", help="comma-separated: txt,json,srt,vtt")
-    p.add_argument("--decoder", default="greedy", choices=["greedy"])
+    _add_decoding(p)
     p.add_argument("--max-segment", type=float, default=20.0, help="longest decoded segment (s)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (about 2x faster on CPU)")
     p.set_defaults(func=cmd_transcribe)
+    p = sub.add_parser("lm", help="language model tools")
+    lm_sub = p.add_subparsers(dest="lm_command", required=True)
+    p = lm_sub.add_parser("build", help="train a KenLM word n-gram (ARPA + binary) from a text file")
+    p.add_argument("--text", required=True, help="training text, one normalized sentence per line")
+    p.add_argument("--out", required=True, help="LM file: *.arpa for ARPA only, else a KenLM binary")
+    p.add_argument("--order", type=int, default=3)
+    p.add_argument("--prune", type=int, nargs="*", help="lmplz --prune count thresholds per order")
+    p.add_argument("--memory", default="20%", help="lmplz sort memory (-S)")
+    p.add_argument("--arpa-only", action="store_true", help="skip build_binary")
+    p.add_argument("--lexicon", help="also write a spelling lexicon of the text's words here")
+    p.set_defaults(func=cmd_lm_build)
     return parser
 
 

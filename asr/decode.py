@@ -14,7 +14,7 @@ from .audio import AudioError
 from .config import DecodeConfig
 from .data import Utterance, bucket_batches, load_utterance_audio, pad_batch
 from .features import FeatureExtractor
-from .lm import BUILD_HINT, LEXICON_HINT, require_file
+from .lm import LEXICON_HINT, require_file
 from .model import BiLSTMCTC
 from .text import CharTokenizer
 
@@ -56,20 +56,23 @@ class BeamDecoder:
         if lexicon is not None:
             lexicon = str(require_file(lexicon, "lexicon", LEXICON_HINT))
             lm = str(require_file(lm, "language model", "build it with: asr lm build --text TEXT --out LM"
-                                  f" (KenLM tools: {BUILD_HINT})"))
+                                  " (lmplz itself: bash scripts/build_kenlm.sh)"))
         self.tokens = [t if t != " " else SIL_TOKEN for t in tokenizer.vocab]
         self._decoder = ctc_decoder(
             lexicon=lexicon, tokens=self.tokens, lm=lm, nbest=1,
             beam_size=beam_size or cfg.beam_size,
             beam_size_token=cfg.beam_size_token or None, beam_threshold=cfg.beam_threshold,
             lm_weight=cfg.lm_weight if lm else 0.0, word_score=cfg.word_score if lm else 0.0,
-            unk_score=cfg.unk_score, sil_score=cfg.sil_score,
+            unk_score=cfg.unk_score, sil_score=cfg.sil_score, log_add=True,
             blank_token=tokenizer.vocab[0], sil_token=SIL_TOKEN, unk_word=UNK_WORD)
         self.with_lm = lm is not None
 
     def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[str]:
-        emissions = log_probs.detach().float().cpu().contiguous()
-        results = self._decoder(emissions, out_lens.cpu().to(torch.int32))
+        emissions = log_probs.detach().float().cpu()
+        lens = out_lens.cpu().to(torch.int32)
+        if self.with_lm:
+            emissions, lens = self._end_with_space(emissions, lens)
+        results = self._decoder(emissions.contiguous(), lens)
         texts = []
         for nbest in results:
             if not nbest:
@@ -80,6 +83,17 @@ class BeamDecoder:
                 chars = "".join(self.tokens[i] for i in nbest[0].tokens.tolist())
                 texts.append(" ".join(chars.replace(SIL_TOKEN, " ").split()))
         return texts
+
+
+    def _end_with_space(self, emissions: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append one certain-space frame after each utterance: lexicon spellings end in the
+        word separator, which the model emits only between words."""
+        b, t, v = emissions.shape
+        out = torch.cat([emissions, torch.zeros(b, 1, v)], dim=1)
+        space = torch.full((v,), -1e4)
+        space[self.tokens.index(SIL_TOKEN)] = 0.0
+        out[torch.arange(b), lens.long()] = space
+        return out, lens + 1
 
 
 def make_decoder(tokenizer: CharTokenizer, cfg: DecodeConfig, method: str | None = None,

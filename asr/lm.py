@@ -84,7 +84,9 @@ def word_counts(lines: Iterable[str]) -> Counter:
 
 
 def write_lexicon(words: Iterable[str], tokenizer: CharTokenizer, path: str | Path) -> tuple[int, list[str]]:
-    """Spelling lexicon for ``ctc_decoder``: ``word w o r d |`` per line (``|`` ends a word).
+    """Spelling lexicon for ``ctc_decoder``: ``word w o r d |`` per line; ``|`` (the model's
+    space) must end every word, else the decoder could split one spoken word into two. The
+    decoder appends a space frame to each utterance so its last word ends too.
 
     Words with characters the tokenizer lacks cannot be spelled and are returned as skipped.
     """

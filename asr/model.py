@@ -95,12 +95,13 @@ class BiLSTMCTC(nn.Module):
         return self.output(self.dropout(x)).log_softmax(-1), out_lens
 
 
-    def transcribe(self, audio, sample_rate: int | None = None, **options):
+    def transcribe(self, audio, sample_rate: int | None = None, decoder=None, **options):
         """Transcribe a path or a sample array; see :func:`asr.transcribe.transcribe`.
-        ``options`` are :class:`asr.transcribe.SegmentOptions` fields."""
+        ``decoder``: from :func:`asr.decode.make_decoder` (default greedy); ``options`` are
+        :class:`asr.transcribe.SegmentOptions` fields."""
         from .transcribe import SegmentOptions, transcribe
 
-        return transcribe(self, audio, sample_rate, SegmentOptions(**options))
+        return transcribe(self, audio, sample_rate, SegmentOptions(**options), decoder)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -197,15 +197,20 @@ def align_words(log_probs: torch.Tensor, ids: list[int], vocab: Sequence[str], f
 
 @torch.inference_mode()
 def decode_segments(model, extractor: FeatureExtractor, segs: list[tuple[float, np.ndarray]],
-                    opts: SegmentOptions) -> list[Segment]:
-    """Decode a batch of ``(start_s, samples)`` segments greedily and time their words."""
+                    opts: SegmentOptions, decoder=None) -> list[Segment]:
+    """Decode a batch of ``(start_s, samples)`` segments (greedy unless ``decoder``, an
+    :data:`asr.decode.Decoder`) and time their words by aligning the decoded text."""
     min_samples = model.cfg.stack * extractor.hop
     feats = [extractor(np.pad(x, (0, max(0, min_samples - x.size)))) for _, x in segs]
     x, lens = pad_batch(feats)
     log_probs, out_lens = model(x, lens)
     frame_s = extractor.hop / SAMPLE_RATE_HZ * model.cfg.stack
+    if decoder is None:
+        token_ids = greedy_decode(log_probs, out_lens)
+    else:
+        token_ids = [model.tokenizer.encode(t) for t in decoder(log_probs, out_lens)]
     out = []
-    for (start, audio), lp, n, ids in zip(segs, log_probs, out_lens, greedy_decode(log_probs, out_lens)):
+    for (start, audio), lp, n, ids in zip(segs, log_probs, out_lens, token_ids):
         words = align_words(lp[: int(n)], ids, model.tokenizer.vocab, frame_s, start)
         out.append(Segment(round(start, 3), round(start + audio.size / SAMPLE_RATE_HZ, 3),
                            model.tokenizer.decode(ids), words))
@@ -213,8 +218,9 @@ def decode_segments(model, extractor: FeatureExtractor, segs: list[tuple[float, 
 
 
 def transcribe(model, source: str | Path | np.ndarray, sample_rate: int | None = None,
-               opts: SegmentOptions | None = None) -> Transcription:
-    """Transcribe a file path or a (N,) / (N, C) array (``sample_rate`` defaults to 16 kHz)."""
+               opts: SegmentOptions | None = None, decoder=None) -> Transcription:
+    """Transcribe a file path or a (N,) / (N, C) array (``sample_rate`` defaults to 16 kHz);
+    ``decoder`` (see :func:`asr.decode.make_decoder`) replaces greedy decoding."""
     opts = opts or SegmentOptions()
     extractor = FeatureExtractor(model.feature_config)
     segments: list[Segment] = []
@@ -224,10 +230,10 @@ def transcribe(model, source: str | Path | np.ndarray, sample_rate: int | None =
         duration = start + x.size / SAMPLE_RATE_HZ
         batch.append((start, x))
         if len(batch) == opts.batch_segments:
-            segments += decode_segments(model, extractor, batch, opts)
+            segments += decode_segments(model, extractor, batch, opts, decoder)
             batch = []
     if batch:
-        segments += decode_segments(model, extractor, batch, opts)
+        segments += decode_segments(model, extractor, batch, opts, decoder)
     name = source if not isinstance(source, np.ndarray) else "<array>"
     if duration < MIN_DURATION_S:
         raise AudioError(f"{name}: audio too short ({duration:.3f} s, need >= {MIN_DURATION_S} s)")

@@ -18,3 +18,90 @@ def test_decode_utterances_keeps_unreadable_as_empty(tiny_model, wav_dir):
             Utterance("j", str(wav_dir / "junk.wav"), 1.0, "two", "s")]
     hyps, stats = decode_utterances(tiny_model.eval(), utts)
     assert set(hyps) == {"g", "j"} and hyps["j"] == "" and stats["skipped"] == 1
+
+
+# ---------------------------------------------------------------- beam and beam + LM
+import math  # noqa: E402
+
+import pytest  # noqa: E402
+
+from asr.config import DecodeConfig  # noqa: E402
+from asr.decode import BeamDecoder, GreedyDecoder, decode_emissions, make_decoder  # noqa: E402
+from asr.lm import build_lm, write_lexicon  # noqa: E402
+from asr.text import CharTokenizer  # noqa: E402
+
+TOK = CharTokenizer()
+
+
+def _frames(rows: list[dict[str, float]]) -> torch.Tensor:
+    """(1, T, V) log-probs from per-frame {char: prob} dicts (rest of the mass on blank)."""
+    lp = torch.full((1, len(rows), len(TOK)), 1e-6)
+    for t, row in enumerate(rows):
+        for c, p in row.items():
+            lp[0, t, TOK.vocab.index(c) if c != "<b>" else 0] = p
+        lp[0, t, 0] += max(0.0, 1.0 - sum(row.values()))
+    return (lp / lp.sum(-1, keepdim=True)).log()
+
+
+def _spell(text: str, p: float = 0.9) -> list[dict[str, float]]:
+    rows = []
+    for c in text:
+        rows += [{c: p}, {"<b>": p}]
+    return rows
+
+
+def test_prefix_beam_sums_paths_greedy_misses():
+    # per frame: blank 0.6, "a" 0.4. Best path: blank blank -> "" (0.36); but "a" has three
+    # paths (a-, -a, aa) totalling 0.64: a prefix beam search must find it
+    lp = _frames([{"a": 0.4}, {"a": 0.4}])
+    lens = torch.tensor([2])
+    assert GreedyDecoder(TOK)(lp, lens) == [""]
+    assert BeamDecoder(TOK, DecodeConfig(beam_size=8))(lp, lens) == ["a"]
+
+
+def test_beam_without_lm_reads_clear_speech_like_greedy():
+    lp = _frames(_spell("hello there"))
+    lens = torch.tensor([lp.shape[1]])
+    assert BeamDecoder(TOK, DecodeConfig(beam_size=8))(lp, lens) == ["hello there"] == GreedyDecoder(TOK)(lp, lens)
+
+
+@pytest.fixture(scope="module")
+def cat_lm(tmp_path_factory):
+    d = tmp_path_factory.mktemp("lm")
+    text = d / "text.txt"
+    text.write_text("the cat sat\nthe cat ran\na cat sat on the mat\nthe dog sat\n" * 5)
+    lm = build_lm(text, d / "lm.bin", order=3)
+    write_lexicon(["the", "cat", "cab", "sat", "ran", "a", "on", "mat", "dog"], TOK, d / "lex.txt")
+    return d / "lex.txt", lm
+
+
+def test_lm_resolves_acoustic_ambiguity(cat_lm):
+    lexicon, lm = cat_lm
+    # "the ca?" with the last letter t / b equally likely: the LM knows "the cat", not "the cab"
+    rows = _spell("the ca") + [{"t": 0.45, "b": 0.45}, {"<b>": 0.9}]
+    lp, lens = _frames(rows), torch.tensor([len(rows)])
+    cfg = DecodeConfig(lexicon=str(lexicon), lm=str(lm), lm_weight=1.0, beam_size=20)
+    assert make_decoder(TOK, cfg, "beam_lm")(lp, lens) == ["the cat"]
+    # and the lexicon forbids non-words even when the acoustics spell one
+    rows = _spell("the cax")
+    assert make_decoder(TOK, cfg, "beam_lm")(_frames(rows), torch.tensor([len(rows)]))[0] != "the cax"
+
+
+def test_missing_lm_files_are_named(cat_lm, tmp_path):
+    lexicon, lm = cat_lm
+    with pytest.raises(FileNotFoundError, match=r"language model not found: .*nope\.bin.*asr lm build"):
+        make_decoder(TOK, DecodeConfig(lexicon=str(lexicon), lm=str(tmp_path / "nope.bin")), "beam_lm")
+    with pytest.raises(FileNotFoundError, match=r"lexicon not found: .*nolex\.txt.*asr lm build"):
+        make_decoder(TOK, DecodeConfig(lexicon=str(tmp_path / "nolex.txt"), lm=str(lm)), "beam_lm")
+    with pytest.raises(FileNotFoundError, match="needs decode.lexicon and decode.lm"):
+        make_decoder(TOK, DecodeConfig(), "beam_lm")
+
+
+def test_decode_emissions_batches_match_single(cat_lm):
+    lexicon, lm = cat_lm
+    dec = make_decoder(TOK, DecodeConfig(lexicon=str(lexicon), lm=str(lm), beam_size=10), "beam_lm")
+    emis = [_frames(_spell(t))[0] for t in ["the cat sat", "a dog", "on the mat ran"]]
+    batched = decode_emissions(dec, emis, batch=3)
+    assert batched == [decode_emissions(dec, [e], batch=1)[0] for e in emis]
+    assert batched == ["the cat sat", "a dog", "on the mat ran"]
+    assert not math.isnan(len(batched))
