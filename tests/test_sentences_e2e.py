@@ -1,0 +1,69 @@
+"""The sentences recipe end to end: text, synthesis, LM, a tiny model, LM tuning, three decoders."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import needs_espeak
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_sentences(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sentences")
+    config = tmp / "config.yaml"
+    config.write_text((ROOT / "tests/tiny_sentences.yaml").read_text().replace("PLACEHOLDER", str(tmp)))
+    res = subprocess.run([sys.executable, str(ROOT / "recipes/sentences/run.py"), "--config", str(config)],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return tmp, res
+
+
+@needs_espeak
+def test_recipe_compares_decoders_with_a_tuned_lm(tiny_sentences):
+    tmp, res = tiny_sentences
+    results = json.loads((tmp / "exp/results.json").read_text())
+    tuned = json.loads((tmp / "exp/decode/tuned.json").read_text())
+    assert len(tuned["grid"]) == 4 and tuned["wer"] == min(g["wer"] for g in tuned["grid"])
+    assert results["_decode"]["lm_weight"] == tuned["lm_weight"]
+    for split in ("dev", "test_unseen"):
+        r = results[split]
+        assert set(r["methods"]) == {"greedy", "beam", "beam_lm"} and r["utterances"] == 20
+        assert r["wer"] == r["methods"]["beam_lm"]["wer"] and r["oov_rate"] >= 0
+        for m in r["methods"].values():
+            assert m["decode_rtf"] > 0 and 0 <= m["cer"]
+        hyps = (tmp / f"exp/decode/{split}/hyp.beam_lm.txt").read_text().splitlines()
+        assert len(hyps) == 20
+    # decoding dev with the chosen weights at the tuning beam reproduces the tuned dev WER
+    assert results["dev"]["methods"]["beam_lm"]["wer"] == pytest.approx(tuned["wer"], abs=1e-3)
+    # held-out sentences are not in the LM text; LM stats are written
+    lm_text = set((tmp / "data/text/lm_train.txt").read_text().splitlines())
+    assert not lm_text & set((tmp / "data/text/test_unseen.txt").read_text().splitlines())
+    stats = json.loads((tmp / "data/lm/stats.json").read_text())
+    assert stats["splits"]["test_unseen"]["perplexity"] > 1
+    assert "| test_unseen |" in res.stdout and "beam_lm WER %" in res.stdout
+
+
+@needs_espeak
+def test_cli_beam_lm_decode_and_transcribe(tiny_sentences):
+    tmp, _ = tiny_sentences
+    lm_args = ["--method", "beam_lm", "--lexicon", str(tmp / "data/lm/lexicon.txt"), "--lm",
+               str(tmp / "data/lm/lm.bin"), "--tuned", str(tmp / "exp/decode/tuned.json"), "--beam-size", "10"]
+    res = subprocess.run(["asr", "decode", "--model", str(tmp / "exp/best.pt"), "--manifest",
+                          str(tmp / "data/test_unseen.jsonl"), "--out", str(tmp / "hyp.txt"), *lm_args],
+                         capture_output=True, text=True, check=True)
+    expected = json.loads((tmp / "exp/results.json").read_text())["test_unseen"]["wer"]
+    assert json.loads(res.stdout)["wer"] == pytest.approx(expected, abs=1e-3)
+    lexicon = {line.split()[0] for line in (tmp / "data/lm/lexicon.txt").read_text().splitlines()}
+    wavs = sorted((tmp / "data/wav/test_unseen").glob("*.wav"))[:2]
+    res = subprocess.run(["asr", "transcribe", "--model", str(tmp / "exp/best.pt"), *map(str, wavs), *lm_args],
+                         capture_output=True, text=True, check=True)
+    words = [w for line in res.stdout.splitlines() for w in line.split("\t")[1].split()]
+    assert set(words) <= lexicon                   # lexicon-constrained: only known words
+    res = subprocess.run(["asr", "transcribe", "--model", str(tmp / "exp/best.pt"), str(wavs[0]),
+                          "--method", "beam_lm", "--lexicon", str(tmp / "nope.txt"), "--lm", "x.bin"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and "lexicon not found" in res.stderr and "nope.txt" in res.stderr
