@@ -166,6 +166,18 @@ class DecodeConfig:
 
 
 @dataclass(frozen=True)
+class TokenizerConfig:
+    """Output units: characters, or BPE subwords (sentencepiece) trained on the training text."""
+
+    kind: str = "char"          # char | bpe
+    vocab_size: int = 500       # bpe: pieces (the CTC blank comes on top)
+
+    def check(self, where: str) -> None:
+        _require(self.kind in ("char", "bpe"), f"{where}.kind", "allowed: char, bpe")
+        _require(self.vocab_size >= 30, f"{where}.vocab_size", "must be >= 30")
+
+
+@dataclass(frozen=True)
 class TextConfig:
     """Sentence text for read-speech recipes: which sentences are read and held out."""
 
@@ -250,6 +262,7 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lm: LMConfig = field(default_factory=LMConfig)
 
     def check(self, where: str = "config") -> None:

@@ -16,7 +16,7 @@ from .data import Utterance, bucket_batches, load_utterance_audio, pad_batch
 from .features import FeatureExtractor
 from .lm import LEXICON_HINT, require_file
 from .model import BiLSTMCTC
-from .text import CharTokenizer
+from .text import WORD_START, Tokenizer
 
 SIL_TOKEN = "|"       # flashlight's word boundary; stands for the tokenizer's space
 UNK_WORD = "<unk>"
@@ -35,7 +35,7 @@ def greedy_decode(log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[list[
 
 
 class GreedyDecoder:
-    def __init__(self, tokenizer: CharTokenizer):
+    def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
 
     def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[str]:
@@ -47,7 +47,7 @@ class BeamDecoder:
     over characters; with both: words restricted to the lexicon, scored by the KenLM n-gram
     (``lm_weight``, ``word_score`` per word, ``unk_score`` for words outside the lexicon)."""
 
-    def __init__(self, tokenizer: CharTokenizer, cfg: DecodeConfig, lexicon: str | Path | None = None,
+    def __init__(self, tokenizer: Tokenizer, cfg: DecodeConfig, lexicon: str | Path | None = None,
                  lm: str | Path | None = None, beam_size: int | None = None):
         from torchaudio.models.decoder import ctc_decoder
 
@@ -57,20 +57,28 @@ class BeamDecoder:
             lexicon = str(require_file(lexicon, "lexicon", LEXICON_HINT))
             lm = str(require_file(lm, "language model", "build it with: asr lm build --text TEXT --out LM"
                                   " (lmplz itself: bash scripts/build_kenlm.sh)"))
-        self.tokens = [t if t != " " else SIL_TOKEN for t in tokenizer.vocab]
+        if tokenizer.kind == "char":
+            self.sil = SIL_TOKEN
+            self.tokens = [t if t != " " else SIL_TOKEN for t in tokenizer.vocab]
+        else:                       # subwords: the word-start mark, alone, is the separator
+            self.sil = WORD_START
+            self.tokens = list(tokenizer.vocab)
+            if WORD_START not in self.tokens:
+                raise ValueError(f"subword vocabulary has no bare {WORD_START!r} piece for word boundaries")
         self._decoder = ctc_decoder(
             lexicon=lexicon, tokens=self.tokens, lm=lm, nbest=1,
             beam_size=beam_size or cfg.beam_size,
             beam_size_token=cfg.beam_size_token or None, beam_threshold=cfg.beam_threshold,
             lm_weight=cfg.lm_weight if lm else 0.0, word_score=cfg.word_score if lm else 0.0,
             unk_score=cfg.unk_score, sil_score=cfg.sil_score, log_add=True,
-            blank_token=tokenizer.vocab[0], sil_token=SIL_TOKEN, unk_word=UNK_WORD)
+            blank_token=tokenizer.vocab[0], sil_token=self.sil, unk_word=UNK_WORD)
         self.with_lm = lm is not None
+        self.end_with_space = self.with_lm and tokenizer.kind == "char"   # see asr.lm.write_lexicon
 
     def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[str]:
         emissions = log_probs.detach().float().cpu()
         lens = out_lens.cpu().to(torch.int32)
-        if self.with_lm:
+        if self.end_with_space:
             emissions, lens = self._end_with_space(emissions, lens)
         results = self._decoder(emissions.contiguous(), lens)
         texts = []
@@ -80,8 +88,8 @@ class BeamDecoder:
             elif self.with_lm:
                 texts.append(" ".join(w for w in nbest[0].words if w != UNK_WORD))
             else:
-                chars = "".join(self.tokens[i] for i in nbest[0].tokens.tolist())
-                texts.append(" ".join(chars.replace(SIL_TOKEN, " ").split()))
+                units = "".join(self.tokens[i] for i in nbest[0].tokens.tolist())
+                texts.append(" ".join(units.replace(self.sil, " ").split()))
         return texts
 
 
@@ -96,7 +104,7 @@ class BeamDecoder:
         return out, lens + 1
 
 
-def make_decoder(tokenizer: CharTokenizer, cfg: DecodeConfig, method: str | None = None,
+def make_decoder(tokenizer: Tokenizer, cfg: DecodeConfig, method: str | None = None,
                  beam_size: int | None = None) -> Decoder:
     """The decoder for ``method`` (default ``cfg.method``); beam_lm reads ``cfg.lexicon``/``cfg.lm``."""
     method = method or cfg.method

@@ -14,7 +14,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .text import CharTokenizer
 
 KENLM_BIN_ENV = "ASR_KENLM_BIN"           # folder holding lmplz / build_binary (optional)
 BUILD_HINT = "build it with: bash scripts/build_kenlm.sh"
@@ -83,21 +82,23 @@ def word_counts(lines: Iterable[str]) -> Counter:
     return Counter(w for line in lines for w in line.split())
 
 
-def write_lexicon(words: Iterable[str], tokenizer: CharTokenizer, path: str | Path) -> tuple[int, list[str]]:
-    """Spelling lexicon for ``ctc_decoder``: ``word w o r d |`` per line; ``|`` (the model's
-    space) must end every word, else the decoder could split one spoken word into two. The
-    decoder appends a space frame to each utterance so its last word ends too.
+def write_lexicon(words: Iterable[str], tokenizer, path: str | Path) -> tuple[int, list[str]]:
+    """Spelling lexicon for ``ctc_decoder``, one ``word u n i t s`` line per word.
 
-    Words with characters the tokenizer lacks cannot be spelled and are returned as skipped.
+    Characters: the spelling ends with ``|`` (the model's space), which must end every word, else
+    the decoder could split one spoken word into two; the decoder appends a space frame to each
+    utterance so its last word ends too. Subword units: a word's pieces (its first piece carries
+    the word-start mark, which separates words). Words with characters the tokenizer lacks
+    cannot be spelled and are returned as skipped.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    known = set(tokenizer.vocab[1:]) - {" "}
+    end = " |" if tokenizer.kind == "char" else ""
     kept, skipped = [], []
     for w in sorted(set(words)):
-        (kept if w and set(w) <= known else skipped).append(w)
+        (kept if w and " " not in w and not tokenizer.unknown_chars(w) else skipped).append(w)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(f"{w} {' '.join(w)} |\n" for w in kept), encoding="utf-8")
+    tmp.write_text("".join(f"{w} {' '.join(tokenizer.spell(w))}{end}\n" for w in kept), encoding="utf-8")
     os.replace(tmp, path)
     return len(kept), skipped
 

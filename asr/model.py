@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import FeatureConfig, ModelConfig, from_dict
-from .text import CharTokenizer
+from .text import CharTokenizer, tokenizer_from_payload, tokenizer_payload
 
 CHECKPOINT_FORMAT = "asr-bilstm-ctc-v1"
 
@@ -116,6 +116,7 @@ def model_payload(model: BiLSTMCTC, features: FeatureConfig, tokenizer: CharToke
         "model_config": asdict(model.cfg),
         "feature_config": asdict(features),
         "vocab": list(tokenizer.vocab),
+        "tokenizer": tokenizer_payload(tokenizer),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "info": extra or {},
     }
@@ -154,7 +155,8 @@ def load_model(path: str | Path, device: str = "cpu", int8: bool = False) -> BiL
         raise ValueError(f"{path}: not an asr model checkpoint (expected format {CHECKPOINT_FORMAT})")
     model_cfg = from_dict(ModelConfig, ckpt["model_config"], "model_config")
     feat_cfg = from_dict(FeatureConfig, ckpt["feature_config"], "feature_config")
-    tokenizer = CharTokenizer.from_vocab(ckpt["vocab"])
+    tokenizer = (tokenizer_from_payload(ckpt["tokenizer"]) if "tokenizer" in ckpt
+                 else CharTokenizer.from_vocab(ckpt["vocab"]))
     model = BiLSTMCTC(model_cfg, feat_cfg.n_mels, len(tokenizer))
     model.load_state_dict(ckpt["state_dict"])
     model.tokenizer = tokenizer

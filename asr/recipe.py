@@ -21,7 +21,7 @@ from .distributed import init_from_env
 from .features import build_feature_cache
 from .model import load_model
 from .score import error_rates, write_kaldi_text
-from .text import CharTokenizer
+from .text import BPETokenizer, CharTokenizer, Tokenizer
 from .train import build_set, train
 
 
@@ -50,8 +50,25 @@ def features_stage(cfg: RecipeConfig) -> None:
               f"({cache['skipped']} skipped) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
 
 
+def recipe_tokenizer(cfg: RecipeConfig) -> Tokenizer:
+    """Characters, or BPE units trained on the training transcripts (cached in
+    ``data_dir/tokenizer/``, so the LM stage's lexicon and training use the same units)."""
+    if cfg.tokenizer.kind == "char":
+        return CharTokenizer()
+    path = Path(cfg.data_dir) / "tokenizer" / f"bpe{cfg.tokenizer.vocab_size}.model"
+    texts = [u.text for u in read_manifest(manifest_path(cfg, cfg.train_split))]
+    key = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+    if path.exists() and path.with_suffix(".key").read_text().strip() == key:
+        return BPETokenizer(path.read_bytes())
+    tok = BPETokenizer.train(texts, cfg.tokenizer.vocab_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(tok.model_proto)
+    path.with_suffix(".key").write_text(key + "\n")
+    return tok
+
+
 def train_stage(cfg: RecipeConfig) -> None:
-    tokenizer = CharTokenizer()
+    tokenizer = recipe_tokenizer(cfg)
     exp = Path(cfg.exp_dir)
     sets = {}
     for split in (cfg.train_split, cfg.dev_split):
@@ -77,7 +94,7 @@ def lm_stage(cfg: RecipeConfig) -> None:
     build_lm(text, lm_file, cfg.lm.order, cfg.lm.prune, cfg.lm.memory, cfg.lm.binary)
     train_text = [u.text for u in read_manifest(manifest_path(cfg, cfg.train_split))]
     lm_text = text.read_text(encoding="utf-8").splitlines()
-    n, skipped = write_lexicon(word_counts(lm_text + train_text), CharTokenizer(), out / "lexicon.txt")
+    n, skipped = write_lexicon(word_counts(lm_text + train_text), recipe_tokenizer(cfg), out / "lexicon.txt")
     vocab = read_lexicon(out / "lexicon.txt")
     stats = {"lm": str(lm_file), "order": cfg.lm.order, "lm_sentences": len(lm_text),
              "lexicon_words": n, "lexicon_skipped": skipped[:50], "splits": {}}

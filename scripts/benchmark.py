@@ -141,8 +141,23 @@ def bench_naive(cfg, utts, targets, seconds: float, threads: int) -> dict:
     return _throughput(cfg, timed(step, seconds, warmup=1), threads)
 
 
+def bench_decoders(cfg, model) -> dict:
+    """Decoders of the recipe's ``decode.methods`` (beam_lm only when its LM files exist)."""
+    from asr.decode import make_decoder
+    from asr.recipe import resolved_decode
+
+    d = resolved_decode(cfg)
+    out = {}
+    for method in d.compared:
+        if method == "beam_lm" and not (Path(d.lexicon).is_file() and Path(d.lm).is_file()):
+            print(f"[bench] beam_lm skipped: no {d.lexicon} / {d.lm} (run the recipe's LM stage)", file=sys.stderr)
+            continue
+        out[method] = None if method == "greedy" else make_decoder(model.tokenizer, d, method)
+    return out
+
+
 def bench_transcribe(cfg, model_path: Path | None, utts, n_files: int) -> dict:
-    """Batch-1 end-to-end RTF, fp32 and int8; WER of both when the model is trained."""
+    """Batch-1 end-to-end RTF per decoder, fp32 and int8; WER of each when the model is trained."""
     from asr.model import load_model, quantize_int8
     from asr.score import error_rates
     from asr.transcribe import transcribe
@@ -154,16 +169,18 @@ def bench_transcribe(cfg, model_path: Path | None, utts, n_files: int) -> dict:
         model, which = BiLSTMCTC(cfg.model, cfg.features.n_mels, 29).eval(), "untrained"
         model.tokenizer, model.feature_config = CharTokenizer(), cfg.features
     out = {"model": which, "layers": cfg.model.layers, "hidden": cfg.model.hidden, "files": min(n_files, len(utts))}
+    decoders = bench_decoders(cfg, model) if which != "untrained" else {"greedy": None}
     for name, m in (("fp32", model), ("int8", quantize_int8(model))):
-        for u in utts[:3]:
-            transcribe(m, u.audio)
-        t0 = time.perf_counter()
-        results = {u.id: transcribe(m, u.audio) for u in utts[:n_files]}
-        audio = sum(r.duration for r in results.values())
-        out[f"rtf_greedy_batch1_1core_{name}"] = round((time.perf_counter() - t0) / audio, 5)
-        if which != "untrained":
-            out[f"wer_{name}"] = round(error_rates({u.id: u.text for u in utts[:n_files]},
-                                                   {k: r.text for k, r in results.items()}).wer, 2)
+        for method, decoder in decoders.items():
+            for u in utts[:3]:
+                transcribe(m, u.audio, decoder=decoder)
+            t0 = time.perf_counter()
+            results = {u.id: transcribe(m, u.audio, decoder=decoder) for u in utts[:n_files]}
+            audio = sum(r.duration for r in results.values())
+            out[f"rtf_{method}_batch1_1core_{name}"] = round((time.perf_counter() - t0) / audio, 5)
+            if which != "untrained":
+                out[f"wer_{method}_{name}"] = round(error_rates({u.id: u.text for u in utts[:n_files]},
+                                                               {k: r.text for k, r in results.items()}).wer, 2)
     samples = [load_audio(u.audio) for u in utts[:n_files]]
     extractor = FeatureExtractor(cfg.features)
     t0 = time.perf_counter()

@@ -105,3 +105,21 @@ def test_decode_emissions_batches_match_single(cat_lm):
     assert batched == [decode_emissions(dec, [e], batch=1)[0] for e in emis]
     assert batched == ["the cat sat", "a dog", "on the mat ran"]
     assert not math.isnan(len(batched))
+
+
+def test_bpe_beam_and_lexicon(cat_lm, tmp_path):
+    from asr.text import BPETokenizer
+
+    lexicon, lm = cat_lm
+    bpe = BPETokenizer.train(["the cat sat on the mat", "a dog ran", "the dog sat on a log"] * 10, vocab_size=32)
+    ids = bpe.encode("the cat sat")
+    lp = torch.full((1, 2 * len(ids), len(bpe)), -9.0)
+    for k, i in enumerate(ids):
+        lp[0, 2 * k, i] = 0.0
+        lp[0, 2 * k + 1, 0] = 0.0
+    lens = torch.tensor([lp.shape[1]])
+    assert BeamDecoder(bpe, DecodeConfig(beam_size=8))(lp, lens) == ["the cat sat"]
+    n, _ = write_lexicon(["the", "cat", "sat", "mat", "dog"], bpe, tmp_path / "bpe_lex.txt")
+    assert n == 5 and "cat " in (tmp_path / "bpe_lex.txt").read_text()
+    cfg = DecodeConfig(lexicon=str(tmp_path / "bpe_lex.txt"), lm=str(lm), beam_size=10)
+    assert make_decoder(bpe, cfg, "beam_lm")(lp, lens) == ["the cat sat"]

@@ -28,3 +28,35 @@ def test_tokenizer_rejects_unknown_chars():
         CharTokenizer().encode("seven 7")
     with pytest.raises(ValueError):
         CharTokenizer.from_vocab(["a", "b"])
+
+
+# ---------------------------------------------------------------- BPE units
+
+from asr.text import WORD_START, BPETokenizer, tokenizer_from_payload, tokenizer_payload  # noqa: E402
+
+BPE_TEXT = ["the cat sat on the mat", "a dog ran to the cat", "the mat is flat", "dogs and cats"] * 20
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return BPETokenizer.train(BPE_TEXT, vocab_size=40)
+
+
+def test_bpe_round_trip_and_blank(bpe):
+    assert bpe.vocab[0] == "<blank>" and len(bpe) == 41 and WORD_START in bpe.vocab
+    ids = bpe.encode("the cat sat")
+    assert 0 not in ids and bpe.decode(ids) == "the cat sat"
+    assert bpe.decode([0, *ids, 0]) == "the cat sat"
+    assert "".join(bpe.spell("cats")).replace(WORD_START, "") == "cats"
+    with pytest.raises(ValueError, match="outside the vocabulary: 'quz'"):
+        bpe.encode("quiz")
+    assert BPETokenizer.train(BPE_TEXT, vocab_size=40).vocab == bpe.vocab     # deterministic
+
+
+def test_tokenizer_payload_round_trip(bpe, tmp_path):
+    import torch
+
+    torch.save({"t": tokenizer_payload(bpe), "c": tokenizer_payload(CharTokenizer())}, tmp_path / "p.pt")
+    loaded = torch.load(tmp_path / "p.pt", weights_only=True)
+    assert tokenizer_from_payload(loaded["t"]).vocab == bpe.vocab
+    assert tokenizer_from_payload(loaded["c"]).vocab == CharTokenizer().vocab
