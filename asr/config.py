@@ -45,8 +45,12 @@ class DataConfig:
     oov_policy: str = "map"        # characters outside the vocabulary: map | drop | fail
     min_duration_s: float = 0.1
     max_duration_s: float = 60.0   # longer utterances would blow up batch memory
+    features: str = "cache"        # cache: computed once, kept in RAM | on_the_fly: from audio per batch
+    cmvn_utterances: int = 0       # >0: global CMVN from this many random training utterances
 
     def check(self, where: str) -> None:
+        _require(self.features in ("cache", "on_the_fly"), f"{where}.features", "allowed: cache, on_the_fly")
+        _require(self.cmvn_utterances >= 0, f"{where}.cmvn_utterances", "must be >= 0")
         _require(self.oov_policy in ("map", "drop", "fail"), f"{where}.oov_policy",
                  "allowed: map (normalise, then remove what is left), drop (skip utterance), fail")
         _require(0 <= self.min_duration_s < self.max_duration_s, f"{where}.max_duration_s",
@@ -107,6 +111,8 @@ class TrainConfig:
     patience: int = 5              # epochs without dev improvement before stopping
     seed: int = 1234
     threads: int = 2
+    workers: int = 0               # batch-loading processes (0: in the training loop)
+    sortagrad: bool = False        # first epoch in order of increasing length (DeepSpeech 2)
     checkpoint_every: int = 200    # steps between mid-epoch state checkpoints (0: epoch ends only)
     device: str = "cpu"            # cpu | cuda | auto
     amp: str = "off"               # off | bf16 | fp16 (autocast; fp16 adds loss scaling)
@@ -120,6 +126,7 @@ class TrainConfig:
         _require(self.grad_clip > 0, f"{where}.grad_clip", "must be > 0")
         _require(self.patience >= 1, f"{where}.patience", "must be >= 1")
         _require(self.threads >= 1, f"{where}.threads", "must be >= 1")
+        _require(self.workers >= 0, f"{where}.workers", "must be >= 0")
         _require(self.checkpoint_every >= 0, f"{where}.checkpoint_every", "must be >= 0")
         _require(self.device in ("cpu", "cuda", "auto"), f"{where}.device", "allowed: cpu, cuda, auto")
         _require(self.amp in ("off", "bf16", "fp16"), f"{where}.amp", "allowed: off, bf16, fp16")
@@ -198,6 +205,31 @@ class TextConfig:
 
 
 @dataclass(frozen=True)
+class CorpusConfig:
+    """A real corpus: where it lives, whether to download it, which subsets make each split."""
+
+    name: str = ""                  # librispeech | mini_librispeech | an4 | common_voice
+    root: str = ""                  # corpus folder; downloaded archives are extracted here
+    download: bool = False
+    archive_dir: str = ""           # downloaded archives (default: <root>/archives)
+    mirror: str = ""                # e.g. https://openslr.elda.org: replaces scheme + host of every URL
+    splits: dict[str, tuple[str, ...]] = field(default_factory=dict)  # split -> subsets joined into it
+    lm_text: str = ""               # LM text (.txt or .txt.gz); "": the training transcripts only
+    lm_text_url: str = ""           # fetched to lm_text when missing (with download: true)
+    dev_speakers: int = 0           # >0 and no dev subset: move this many training speakers to dev
+
+    def check(self, where: str) -> None:
+        if not self.name:
+            return
+        _require(self.name in ("librispeech", "mini_librispeech", "an4", "common_voice"), f"{where}.name",
+                 "allowed: librispeech, mini_librispeech, an4, common_voice")
+        _require(bool(self.root), f"{where}.root", "needed with a corpus name")
+        _require(bool(self.splits), f"{where}.splits", "map each split to its corpus subsets")
+        _require(not (self.download and self.name == "common_voice"), f"{where}.download",
+                 "Common Voice needs a local download (its terms require sign-in)")
+
+
+@dataclass(frozen=True)
 class LMConfig:
     """Word n-gram LM (KenLM lmplz) trained on text that excludes every held-out sentence."""
 
@@ -205,6 +237,7 @@ class LMConfig:
     prune: tuple[int, ...] = ()      # lmplz --prune thresholds per order (empty: none)
     memory: str = "20%"              # lmplz -S
     binary: bool = True              # also build a KenLM binary (faster load)
+    lexicon_min_count: int = 1       # words seen fewer times in the LM text stay out of the lexicon
 
     def check(self, where: str) -> None:
         _require(2 <= self.order <= 6, f"{where}.order", "must be in 2..6 (KenLM built with max order 6)")
@@ -262,6 +295,7 @@ class RecipeConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     text: TextConfig = field(default_factory=TextConfig)
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lm: LMConfig = field(default_factory=LMConfig)
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .audio import load_audio
+from .audio import AudioError, load_audio
 from .config import AugmentConfig
 from .text import CharTokenizer, normalize_text
 
@@ -258,23 +258,42 @@ class BatchIterator:
     """Yields training batches ``(feats (B,T,F), lens (B,), targets (sum L), target_lens (B,))``."""
 
     def __init__(self, feats: Sequence[torch.Tensor], targets: Sequence[list[int]],
-                 max_frames: int, augment_cfg: AugmentConfig | None, seed: int):
-        self.feats, self.targets = feats, targets
+                 max_frames: int, augment_cfg: AugmentConfig | None, seed: int, sortagrad: bool = False):
+        self.feats, self.targets, self.sortagrad = feats, targets, sortagrad
         self.max_frames, self.augment_cfg, self.seed = max_frames, augment_cfg, seed
-        self.lengths = [f.shape[0] for f in feats]
+        lazy = getattr(feats, "lengths", None)        # features computed on access: do not load
+        self.lengths = list(lazy) if lazy is not None else [f.shape[0] for f in feats]
 
     def epoch(self, epoch: int) -> list[list[int]]:
         """The batches (lists of indices) of one epoch; a pure function of seed and epoch."""
         # leave headroom for speed perturbation slowing utterances down
         slow = 1 / min(self.augment_cfg.speed_factors) if self.augment_cfg else 1.0
-        return bucket_batches(self.lengths, int(self.max_frames / slow), self.seed + epoch, noise=5)
+        batches = bucket_batches(self.lengths, int(self.max_frames / slow), self.seed + epoch, noise=5)
+        if self.sortagrad and epoch == 0:     # SortaGrad: shortest first, CTC leaves the all-blank plateau sooner
+            batches.sort(key=lambda b: (max(self.lengths[i] for i in b), b))
+        return batches
+
+    def batch_rng(self, epoch: int, batch: int) -> random.Random:
+        """Augmentation draws of one batch: a function of (seed, epoch, batch) alone, so batches
+        can be built in any process and order, and a resumed run draws the same."""
+        return random.Random(f"{self.seed}-{epoch}-{batch}")
 
     def collate(self, batch: list[int], rng: random.Random):
-        feats = [self.feats[i].float() for i in batch]
+        """Padded, augmented batch, or None when no utterance of it could be loaded (lazy
+        features: unreadable audio is reported by id and left out)."""
+        feats, kept = [], []
+        for i in batch:
+            try:
+                feats.append(self.feats[i].float())
+                kept.append(i)
+            except AudioError as e:
+                print(f"[train] skipping utterance: {e}", file=sys.stderr)
+        if not feats:
+            return None
         if self.augment_cfg is not None:
             feats = [augment(f, self.augment_cfg, rng) for f in feats]
         x, lens = pad_batch(feats)
-        tgt = [self.targets[i] for i in batch]
+        tgt = [self.targets[i] for i in kept]
         targets = torch.tensor([t for seq in tgt for t in seq], dtype=torch.long)
         tgt_lens = torch.tensor([len(t) for t in tgt], dtype=torch.long)
         return x, lens, targets, tgt_lens

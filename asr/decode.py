@@ -13,7 +13,7 @@ import torch
 from .audio import AudioError
 from .config import DecodeConfig
 from .data import Utterance, bucket_batches, load_utterance_audio, pad_batch
-from .features import FeatureExtractor
+from .features import FeatureExtractor, feature_lengths
 from .lm import LEXICON_HINT, require_file
 from .model import BiLSTMCTC
 from .text import WORD_START, Tokenizer
@@ -126,7 +126,7 @@ def emissions(model: BiLSTMCTC, feats: Sequence[torch.Tensor], batch_frames: int
     """Per utterance (T_i', V) log-probs on the CPU, in input order."""
     out: list[torch.Tensor] = [torch.empty(0)] * len(feats)
     device = model.cmvn_mean.device
-    for batch in bucket_batches([f.shape[0] for f in feats], batch_frames, seed=None):
+    for batch in bucket_batches(feature_lengths(feats), batch_frames, seed=None):
         x, lens = pad_batch([feats[i].float() for i in batch])
         log_probs, out_lens = model(x.to(device), lens.to(device))
         for k, i in enumerate(batch):
@@ -152,7 +152,7 @@ def decode_features(model: BiLSTMCTC, feats: Sequence[torch.Tensor], batch_frame
         texts: list[str] = [""] * len(feats)
         device = model.cmvn_mean.device
         with torch.inference_mode():
-            for batch in bucket_batches([f.shape[0] for f in feats], batch_frames, seed=None):
+            for batch in bucket_batches(feature_lengths(feats), batch_frames, seed=None):
                 x, lens = pad_batch([feats[i].float() for i in batch])
                 for i, text in zip(batch, decoder(*model(x.to(device), lens.to(device)))):
                     texts[i] = text

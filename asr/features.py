@@ -49,17 +49,47 @@ class FeatureExtractor(torch.nn.Module):
         return torch.log(self.mel(x).clamp_min(LOG_FLOOR)).transpose(0, 1).contiguous()
 
 
+class LazyFeatures(Sequence):
+    """Features of ``utts`` computed from audio on access, for corpora too large to cache in
+    memory (same values as the cache, float16). ``lengths`` comes from manifest durations."""
+
+    def __init__(self, utts: Sequence, cfg: FeatureConfig, max_seconds: float = 600.0):
+        self.utts, self.cfg, self.max_seconds = list(utts), cfg, max_seconds
+        self._extractor: FeatureExtractor | None = None
+        hop = int(round(cfg.hop_ms * SAMPLE_RATE_HZ / 1000))
+        self.lengths = [1 + int(round(u.duration * SAMPLE_RATE_HZ)) // hop for u in self.utts]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return LazyFeatures(self.utts[i], self.cfg, self.max_seconds)
+        if self._extractor is None:          # built lazily: cheap to pickle into loader workers
+            self._extractor = FeatureExtractor(self.cfg)
+        audio = load_utterance_audio(self.utts[i], max_seconds=self.max_seconds)
+        return self._extractor(audio).to(torch.float16)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_extractor": None}
+
+
+def feature_lengths(feats: Sequence[torch.Tensor]) -> list[int]:
+    """Frames per utterance without computing lazy features."""
+    lengths = getattr(feats, "lengths", None)
+    return list(lengths) if lengths is not None else [f.shape[0] for f in feats]
+
+
 def compute_cmvn(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Global mean and std (each (F,)) over all frames of ``feats`` [(T_i, F)], in float64."""
-    total = sum(f.shape[0] for f in feats)
+    total, s, sq = 0, 0.0, 0.0
+    for f in feats:                        # one at a time: lazy features are never all in memory
+        f64 = f.to(torch.float64)
+        total += f64.shape[0]
+        s = s + f64.sum(0)
+        sq = sq + (f64 * f64).sum(0)
     if total == 0:
         raise ValueError("cannot compute CMVN: no frames")
-    s = torch.zeros(feats[0].shape[1], dtype=torch.float64)
-    sq = torch.zeros_like(s)
-    for f in feats:
-        f64 = f.to(torch.float64)
-        s += f64.sum(0)
-        sq += (f64 * f64).sum(0)
     mean = s / total
     std = (sq / total - mean * mean).clamp_min(1e-8).sqrt()
     return mean.float(), std.float()

@@ -38,9 +38,15 @@ def all_splits(cfg: RecipeConfig) -> list[str]:
     return list(dict.fromkeys([cfg.train_split, cfg.dev_split, *cfg.test_splits]))
 
 
+def cached_splits(cfg: RecipeConfig) -> list[str]:
+    """Splits whose features are cached: all, or all but training with ``data.features=on_the_fly``."""
+    on_the_fly = cfg.data.features == "on_the_fly"
+    return [s for s in all_splits(cfg) if not (on_the_fly and s == cfg.train_split)]
+
+
 def features_stage(cfg: RecipeConfig) -> None:
-    """Compute log-mels once per utterance of every split (cached, reused when unchanged)."""
-    for split in all_splits(cfg):
+    """Compute log-mels once per utterance of every cached split (reused when unchanged)."""
+    for split in cached_splits(cfg):
         t0 = time.perf_counter()
         utts = read_manifest(manifest_path(cfg, split))
         cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split),
@@ -73,9 +79,10 @@ def train_stage(cfg: RecipeConfig) -> None:
     sets = {}
     for split in (cfg.train_split, cfg.dev_split):
         utts = read_manifest(manifest_path(cfg, split))
-        cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split), max_seconds=cfg.data.max_duration_s)
-        sets[split] = build_set(utts, cache,
-                                tokenizer, cfg.model.stack, split, exp / f"{split}.skipped.txt", cfg.data)
+        cache = (build_feature_cache(utts, cfg.features, cache_path(cfg, split), max_seconds=cfg.data.max_duration_s)
+                 if split in cached_splits(cfg) else None)
+        sets[split] = build_set(utts, cache, tokenizer, cfg.model.stack, split, exp / f"{split}.skipped.txt",
+                                cfg.data, cfg.features)
     t0 = time.perf_counter()
     train(cfg, sets[cfg.train_split], sets[cfg.dev_split], exp, tokenizer)
     (exp / "train_time.json").write_text(json.dumps({"train_s": time.perf_counter() - t0}) + "\n")
@@ -86,24 +93,28 @@ def lm_dir(cfg: RecipeConfig) -> Path:
 
 
 def lm_stage(cfg: RecipeConfig) -> None:
-    """Word n-gram LM on ``data_dir/text/lm_train.txt`` and a spelling lexicon of its words and
-    the training transcripts; OOV rate and perplexity of each held-out split in ``lm/stats.json``."""
+    """Word n-gram LM on ``data_dir/text/lm_train.txt`` and a spelling lexicon of its words
+    (seen ``lm.lexicon_min_count`` times) and the training transcripts' words; OOV rate and
+    perplexity of each held-out split in ``lm/stats.json``. The text is streamed, never held."""
     out = lm_dir(cfg)
     text = Path(cfg.data_dir) / "text" / "lm_train.txt"
     lm_file = out / ("lm.bin" if cfg.lm.binary else "lm.arpa")
     build_lm(text, lm_file, cfg.lm.order, cfg.lm.prune, cfg.lm.memory, cfg.lm.binary)
-    train_text = [u.text for u in read_manifest(manifest_path(cfg, cfg.train_split))]
-    lm_text = text.read_text(encoding="utf-8").splitlines()
-    n, skipped = write_lexicon(word_counts(lm_text + train_text), recipe_tokenizer(cfg), out / "lexicon.txt")
+    with text.open(encoding="utf-8") as f:
+        counts = word_counts(f)
+    n_sentences = sum(1 for _ in text.open(encoding="utf-8"))
+    words = {w for w, c in counts.items() if c >= cfg.lm.lexicon_min_count}
+    words |= set(word_counts(u.text for u in read_manifest(manifest_path(cfg, cfg.train_split))))
+    n, skipped = write_lexicon(words, recipe_tokenizer(cfg), out / "lexicon.txt")
     vocab = read_lexicon(out / "lexicon.txt")
-    stats = {"lm": str(lm_file), "order": cfg.lm.order, "lm_sentences": len(lm_text),
-             "lexicon_words": n, "lexicon_skipped": skipped[:50], "splits": {}}
+    stats = {"lm": str(lm_file), "order": cfg.lm.order, "lm_sentences": n_sentences,
+             "lexicon_words": n, "lexicon_skipped": sorted(skipped)[:50], "splits": {}}
     for split in [cfg.dev_split, *cfg.test_splits]:
         texts = [u.text for u in read_manifest(manifest_path(cfg, split))]
         stats["splits"][split] = {"oov_rate": round(oov_rate(texts, vocab), 3),
                                   "perplexity": round(perplexity(lm_file, texts), 2)}
     (out / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
-    print(f"[lm] {lm_file}: {cfg.lm.order}-gram on {len(lm_text)} sentences, lexicon {n} words; "
+    print(f"[lm] {lm_file}: {cfg.lm.order}-gram on {n_sentences} sentences, lexicon {n} words; "
           + ", ".join(f"{k} OOV {v['oov_rate']}% ppl {v['perplexity']}" for k, v in stats["splits"].items()),
           file=sys.stderr)
 

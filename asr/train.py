@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .config import DataConfig, RecipeConfig, to_dict
+from .config import DataConfig, FeatureConfig, RecipeConfig, to_dict
 from .data import BatchIterator, Utterance, report_skipped, validate_utterances
 from .decode import decode_features
 from .distributed import Dist, init_from_env
-from .features import atomic_save, compute_cmvn
+from .features import LazyFeatures, atomic_save, compute_cmvn
 from .model import BiLSTMCTC, count_parameters, model_payload
 from .score import error_rates
-from .text import CharTokenizer
+from .text import Tokenizer
 
 STATE_FORMAT = "asr-train-state-v1"
 
@@ -41,13 +41,18 @@ def ctc_min_frames(ids: Sequence[int]) -> int:
     return len(ids) + sum(a == b for a, b in zip(ids, ids[1:]))
 
 
-def build_set(utts: Sequence[Utterance], cache: dict, tokenizer: CharTokenizer, stack: int,
-              name: str, report: Path | None, data_cfg: DataConfig = DataConfig()) -> TrainingSet:
-    """Join manifest text with cached features; utterances with bad text, no features or too few
-    frames for their labels under CTC are skipped, counted and listed in ``report``."""
-    by_id = dict(zip(cache["ids"], cache["feats"]))
+def build_set(utts: Sequence[Utterance], cache: dict | None, tokenizer: Tokenizer, stack: int,
+              name: str, report: Path | None, data_cfg: DataConfig = DataConfig(),
+              features: FeatureConfig | None = None) -> TrainingSet:
+    """Join manifest text with cached features (``cache``), or with features computed from audio
+    when they are used (``cache=None``, ``features`` given); utterances with bad text, no
+    features or too few frames for their labels under CTC are skipped, counted and listed in
+    ``report``."""
     good, problems = validate_utterances(utts, tokenizer, check_audio=False, oov_policy=data_cfg.oov_policy,
                                          max_duration_s=data_cfg.max_duration_s)
+    if cache is None:
+        return _lazy_set(good, problems, tokenizer, stack, name, report, data_cfg, features or FeatureConfig())
+    by_id = dict(zip(cache["ids"], cache["feats"]))
     out = TrainingSet([], [], [], [])
     for u in good:
         if u.id not in by_id:
@@ -69,6 +74,32 @@ def build_set(utts: Sequence[Utterance], cache: dict, tokenizer: CharTokenizer, 
     if not out.ids:
         raise ValueError(f"{name}: no usable utterances (see {report})")
     return out
+
+
+def _lazy_set(good: list[Utterance], problems: list[str], tokenizer: Tokenizer, stack: int, name: str,
+              report: Path | None, data_cfg: DataConfig, features: FeatureConfig) -> TrainingSet:
+    kept, targets = [], []
+    lazy = LazyFeatures(good, features, data_cfg.max_duration_s)
+    for u, frames in zip(good, lazy.lengths):
+        ids = tokenizer.encode(u.text)
+        if (frames - 1) // stack < ctc_min_frames(ids):     # -1: durations may round up a frame
+            problems.append(f"{u.id}\ttoo short for CTC: {frames // stack} frames < {ctc_min_frames(ids)} needed")
+            continue
+        kept.append(u)
+        targets.append(ids)
+    report_skipped(problems, len(good) + len(problems), name, report)
+    if not kept:
+        raise ValueError(f"{name}: no usable utterances (see {report})")
+    return TrainingSet([u.id for u in kept], LazyFeatures(kept, features, data_cfg.max_duration_s),
+                       targets, [u.text for u in kept])
+
+
+def cmvn_sample(feats: Sequence[torch.Tensor], n: int, seed: int) -> Sequence[torch.Tensor]:
+    """All of ``feats``, or ``n`` of them drawn at random (CMVN of a large corpus)."""
+    if not n or n >= len(feats):
+        return feats
+    picks = sorted(random.Random(seed).sample(range(len(feats)), n))
+    return (feats[i] for i in picks)
 
 
 def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
@@ -118,8 +149,7 @@ class Trainer:
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
     batches: BatchIterator
-    rng: random.Random          # augmentation draws
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     exp_dir: Path
     net: torch.nn.Module        # the model, or its DistributedDataParallel wrapper
     device: torch.device
@@ -136,7 +166,7 @@ class Trainer:
             "format": STATE_FORMAT, "model": model_payload(self.model, self.cfg.features, self.tokenizer),
             "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
             "progress": asdict(self.prog), "config_digest": self.cfg.digest(),
-            "torch_rng": torch.get_rng_state(), "python_rng": list(self.rng.getstate()[1]),
+            "torch_rng": torch.get_rng_state(),
         }, self.exp_dir / "last.pt")
 
     def load_state(self, path: Path) -> None:
@@ -148,7 +178,6 @@ class Trainer:
         self.sched.load_state_dict(state["scheduler"])
         self.prog = Progress(**state["progress"])
         torch.set_rng_state(state["torch_rng"])
-        self.rng.setstate((3, tuple(state["python_rng"]), None))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -159,7 +188,7 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, tokenizer: CharTokenizer,
+def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, tokenizer: Tokenizer,
                  dist: Dist = Dist()) -> Trainer:
     tc = cfg.train
     torch.manual_seed(tc.seed)
@@ -167,7 +196,7 @@ def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, token
     if device.type == "cuda":
         device = torch.device("cuda", dist.local_rank)
     model = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(tokenizer))
-    model.set_cmvn(*compute_cmvn(train_set.feats))
+    model.set_cmvn(*compute_cmvn(cmvn_sample(train_set.feats, cfg.data.cmvn_utterances, tc.seed)))
     model.tokenizer, model.feature_config = tokenizer, cfg.features   # for dev decoding
     model.to(device)
     net = model
@@ -175,17 +204,17 @@ def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, token
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-    batches = BatchIterator(train_set.feats, train_set.targets, tc.max_batch_frames, cfg.augment, tc.seed)
+    batches = BatchIterator(train_set.feats, train_set.targets, tc.max_batch_frames, cfg.augment, tc.seed,
+                            tc.sortagrad)
     total_steps = tc.epochs * len(batches.epoch(0))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, tc.warmup_steps, total_steps, tc.final_lr_ratio))
     scaler = torch.amp.GradScaler(device.type) if tc.amp == "fp16" else None
-    return Trainer(cfg, model, opt, sched, batches, random.Random(tc.seed), tokenizer, exp_dir, net, device,
-                   dist, scaler)
+    return Trainer(cfg, model, opt, sched, batches, tokenizer, exp_dir, net, device, dist, scaler)
 
 
 def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_dir: str | Path,
-          tokenizer: CharTokenizer) -> Path:
+          tokenizer: Tokenizer) -> Path:
     """Train and return the path of the best checkpoint (lowest dev WER).
 
     Resumes exactly (same batches, augmentation draws and dropout masks) from ``exp_dir/last.pt``,
@@ -287,15 +316,19 @@ def _is_oom(e: RuntimeError) -> bool:
     return "out of memory" in str(e) or "can't allocate memory" in str(e)
 
 
-def run_batch(tr: Trainer, batch: list[int]) -> None:
-    """Collate, augment and step; an out-of-memory batch is retried as two halves (one step
-    each), a single utterance that does not fit is skipped; both are counted."""
+def run_batch(tr: Trainer, batch: list[int], index: int, collated=False) -> None:
+    """Collate (unless ``collated`` is given), augment and step; an out-of-memory batch is
+    retried as two halves (one step each), a single utterance that does not fit is skipped;
+    both are counted."""
     p = tr.prog
     shard = tr.dist.shard(batch)
-    if not shard:                          # fewer utterances than ranks (only in DDP)
+    if collated is False:
+        collated = tr.batches.collate(shard, tr.batches.batch_rng(p.epoch, index)) if shard else None
+    if collated is None:                   # fewer utterances than ranks, or no loadable audio
         p.skipped += 1
         return
-    x, lens, targets, tgt_lens = tr.batches.collate(shard, tr.rng)
+    x, lens, targets, tgt_lens = collated
+    del collated
     try:
         loss = train_step(tr, x, lens, targets, tgt_lens, len(batch) / tr.dist.world)
     except RuntimeError as e:
@@ -308,8 +341,8 @@ def run_batch(tr: Trainer, batch: list[int]) -> None:
             return
         p.split += 1
         half = len(batch) // 2
-        run_batch(tr, batch[:half])
-        run_batch(tr, batch[half:])
+        run_batch(tr, batch[:half], index)
+        run_batch(tr, batch[half:], index)
         return
     if loss is None:
         p.skipped += 1
@@ -320,6 +353,35 @@ def run_batch(tr: Trainer, batch: list[int]) -> None:
     p.frames += int(lens.sum())
 
 
+class _PlanBatches(torch.utils.data.Dataset):
+    """Batches ``start..`` of an epoch plan, collated in loader workers."""
+
+    def __init__(self, tr: Trainer, plan: list[list[int]], start: int):
+        self.batches, self.dist, self.epoch = tr.batches, tr.dist, tr.prog.epoch
+        self.plan, self.start = plan, start
+
+    def __len__(self) -> int:
+        return len(self.plan) - self.start
+
+    def __getitem__(self, k: int):
+        index = self.start + k
+        shard = self.dist.shard(self.plan[index])
+        return self.batches.collate(shard, self.batches.batch_rng(self.epoch, index)) if shard else None
+
+
+def epoch_batches(tr: Trainer, plan: list[list[int]]):
+    """``(index, collated or False)`` for the rest of the epoch; with ``train.workers`` the
+    batches are built ahead in worker processes (pinned memory for a GPU)."""
+    if not tr.cfg.train.workers:
+        yield from ((i, False) for i in range(tr.prog.batch, len(plan)))
+        return
+    loader = torch.utils.data.DataLoader(
+        _PlanBatches(tr, plan, tr.prog.batch), batch_size=None, shuffle=False,
+        num_workers=tr.cfg.train.workers, pin_memory=tr.device.type == "cuda",
+        worker_init_fn=lambda _: torch.set_num_threads(1), prefetch_factor=4)
+    yield from enumerate(loader, start=tr.prog.batch)
+
+
 def run_epoch(tr: Trainer) -> bool:
     """Run the epoch in progress from its next batch; returns True if the time cap was hit."""
     tc, p = tr.cfg.train, tr.prog
@@ -328,11 +390,13 @@ def run_epoch(tr: Trainer) -> bool:
     spent = sum(h["time_s"] for h in p.history)
     bar = tqdm(total=len(plan), initial=p.batch, desc=f"epoch {p.epoch + 1}", disable=not tc.progress,
                leave=False, mininterval=2.0, file=sys.stderr)
-    while p.batch < len(plan):
-        t0 = time.perf_counter()
-        run_batch(tr, plan[p.batch])
-        p.batch += 1
-        p.seconds += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for index, collated in epoch_batches(tr, plan):
+        run_batch(tr, plan[index], index, collated)
+        p.batch = index + 1
+        now = time.perf_counter()
+        p.seconds += now - t0
+        t0 = now
         bar.update(1)
         bar.set_postfix(loss=f"{p.loss_sum / max(p.utts, 1):.3f}", refresh=False)
         if tc.checkpoint_every and p.batch % tc.checkpoint_every == 0 and p.batch < len(plan):

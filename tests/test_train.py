@@ -192,3 +192,48 @@ def test_out_of_memory_batch_is_split(tmp_path, monkeypatch):
     train(_cfg(tmp_path, epochs=1), _data(32, 0), _data(8, 1), tmp_path, CharTokenizer())
     hist = torch.load(tmp_path / "last.pt", weights_only=True)["progress"]["history"][0]
     assert hist["split_batches"] > 0 and hist["skipped_batches"] == 0
+
+
+def test_loader_workers_train_exactly_like_the_loop(tmp_path):
+    """Batches built in worker processes (with augmentation) give the same weights."""
+    from dataclasses import replace
+
+    base = _cfg(tmp_path / "a", epochs=2)
+    base = replace(base, augment=AugmentConfig(speed_factors=(0.9, 1.0, 1.1), freq_masks=1, freq_mask_width=4,
+                                               time_masks=1, gain_db=3.0))
+    with_workers = replace(base, exp_dir=str(tmp_path / "b"), train=replace(base.train, workers=2))
+    train(base, _data(48, 0), _data(8, 1), tmp_path / "a", CharTokenizer())
+    train(with_workers, _data(48, 0), _data(8, 1), tmp_path / "b", CharTokenizer())
+    a, b = load_model(tmp_path / "a/last.pt"), load_model(tmp_path / "b/last.pt")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
+def test_features_on_the_fly_match_the_cache_and_skip_bad_audio(tmp_path, wav_dir):
+    from asr.config import FeatureConfig
+    from asr.data import BatchIterator
+    from asr.features import LazyFeatures, build_feature_cache, feature_lengths
+
+    utts = [Utterance("g", str(wav_dir / "good.wav"), 1.0, "one", "s"),
+            Utterance("st", str(wav_dir / "stereo44.wav"), 0.5, "two", "s")]
+    cache = build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt")
+    lazy = LazyFeatures(utts, FeatureConfig())
+    assert feature_lengths(lazy) == [f.shape[0] for f in cache["feats"]]
+    assert all(torch.equal(a, b) for a, b in zip(lazy, cache["feats"]))
+    assert len(lazy[1:]) == 1 and torch.equal(lazy[1:][0], cache["feats"][1])
+    bad = LazyFeatures(utts + [Utterance("j", str(wav_dir / "junk.wav"), 1.0, "six", "s")], FeatureConfig())
+    tok = CharTokenizer()
+    batches = BatchIterator(bad, [tok.encode(t) for t in ("one", "two", "six")], 10_000, None, 0)
+    x, lens, targets, tgt_lens = batches.collate([0, 1, 2], batches.batch_rng(0, 0))
+    assert x.shape[0] == 2 and tgt_lens.tolist() == [3, 3]             # junk left out, not fatal
+    assert batches.collate([2], batches.batch_rng(0, 1)) is None
+
+
+def test_build_set_on_the_fly_checks_ctc_lengths(tmp_path, wav_dir):
+    from asr.config import FeatureConfig
+
+    utts = [Utterance("g", str(wav_dir / "good.wav"), 1.0, "one", "s"),
+            Utterance("long", str(wav_dir / "stereo44.wav"), 0.5, "x" * 40, "s")]
+    s = build_set(utts, None, CharTokenizer(), 3, "train", tmp_path / "skipped.txt", DataConfig(), FeatureConfig())
+    assert s.ids == ["g"] and s.feats.lengths == [101]
+    assert "long\ttoo short for CTC" in (tmp_path / "skipped.txt").read_text()
