@@ -17,13 +17,16 @@ from .config import DecodeConfig, RecipeConfig, to_dict
 from .data import read_manifest
 from .decode import decode_emissions, emissions, make_decoder, utterance_features
 from .lm import build_lm, oov_rate, perplexity, read_lexicon, word_counts, write_lexicon
-from .distributed import init_from_env
+from .distributed import Dist, init_from_env
 from .features import build_feature_cache
 from .model import load_model
 from .score import error_rates, write_kaldi_text
 from .text import BPETokenizer, CharTokenizer, Tokenizer
 from .train import build_set, train
 
+
+
+DISTRIBUTED_STAGES = {"train", "decode"}    # stages every torchrun rank runs (the others: rank 0)
 
 
 def manifest_path(cfg: RecipeConfig, split: str) -> Path:
@@ -131,12 +134,13 @@ def resolved_decode(cfg: RecipeConfig) -> DecodeConfig:
     return d
 
 
-def split_emissions(cfg: RecipeConfig, model, split: str):
-    """(utterances, {id: (T', V) log-probs}, failed ids, seconds spent in the model)."""
+def split_emissions(cfg: RecipeConfig, model, split: str, dist: Dist = Dist()):
+    """(utterances, {id: (T', V) log-probs}, failed ids, seconds spent in the model) for this
+    rank's shard of the split's utterances (all of them in a single process)."""
     utts = read_manifest(manifest_path(cfg, split))
     cache = build_feature_cache(utts, cfg.features, cache_path(cfg, split))
     t0 = time.perf_counter()
-    feats, ids, failed = utterance_features(model, utts, cache)
+    feats, ids, failed = utterance_features(model, dist.shard(utts), cache)
     emis = dict(zip(ids, emissions(model, feats, cfg.decode.batch_frames)))
     return utts, emis, [f.split("\t")[0] for f in failed], time.perf_counter() - t0
 
@@ -168,40 +172,57 @@ def tune_stage(cfg: RecipeConfig) -> dict:
     return out
 
 
+def decode_split(cfg: RecipeConfig, model, decoders: dict, split: str, dist: Dist = Dist()):
+    """Every decoder's hypotheses of one split: under torchrun each rank decodes a shard and rank
+    0 gets all. Returns (utterances, {method: {id: hyp}}, {method: compute seconds, all ranks})."""
+    utts, emis, failed, model_s = split_emissions(cfg, model, split, dist)
+    ids = list(emis)
+    hyps, seconds = {}, {}
+    for method, dec in decoders.items():
+        t0 = time.perf_counter()
+        hyps[method] = dict(zip(ids, decode_emissions(dec, [emis[i] for i in ids])))
+        hyps[method].update({i: "" for i in failed})
+        seconds[method] = model_s + time.perf_counter() - t0
+    parts = dist.gather((hyps, seconds))
+    merged = {m: {k: v for h, _ in parts for k, v in h[m].items()} for m in decoders}
+    return utts, merged, {m: sum(sec[m] for _, sec in parts) for m in decoders}
+
+
 def decode_stage(cfg: RecipeConfig) -> dict:
-    """Decode dev and test splits with the best model and every compared method; write hyps,
-    ``results.json`` (top level: the last method) and a table."""
+    """Decode dev and test splits with the best model and every compared method (sharded across
+    ranks under torchrun); rank 0 writes hyps, ``results.json`` (top level: the last method) and
+    a table. The decoding RTF counts the compute time of all ranks."""
     exp = Path(cfg.exp_dir)
-    model = load_model(exp / "best.pt")
+    dist = init_from_env("cuda" if cfg.train.device == "cuda" else "cpu")
+    device = "cpu" if cfg.train.device == "cpu" or not torch.cuda.is_available() else f"cuda:{dist.local_rank}"
+    model = load_model(exp / "best.pt", device)
     d = resolved_decode(cfg)
     decoders = {m: make_decoder(model.tokenizer, d, m) for m in d.compared}
     vocab = read_lexicon(d.lexicon) if "beam_lm" in d.compared else None
     results = {}
     for split in [cfg.dev_split, *cfg.test_splits]:
-        utts, emis, failed, model_s = split_emissions(cfg, model, split)
+        utts, hyps, seconds = decode_split(cfg, model, decoders, split, dist)
+        if not dist.main:
+            continue
         refs = {u.id: u.text for u in utts}
         audio_s = sum(u.duration for u in utts)
-        ids = list(emis)
         out = exp / "decode" / split
         out.mkdir(parents=True, exist_ok=True)
         write_kaldi_text(refs, out / "ref.txt")
         per_method = {}
-        for method, dec in decoders.items():
-            t0 = time.perf_counter()
-            hyps = dict(zip(ids, decode_emissions(dec, [emis[i] for i in ids])))
-            search_s = time.perf_counter() - t0
-            hyps.update({i: "" for i in failed})
-            write_kaldi_text(hyps, out / f"hyp.{method}.txt")
-            rates = error_rates(refs, hyps).as_dict()
-            rates["decode_rtf"] = round((model_s + search_s) / max(audio_s, 1e-9), 5)
-            per_method[method] = rates
+        for method in decoders:
+            write_kaldi_text(hyps[method], out / f"hyp.{method}.txt")
+            per_method[method] = {**error_rates(refs, hyps[method]).as_dict(),
+                                  "decode_rtf": round(seconds[method] / max(audio_s, 1e-9), 5)}
         last = d.compared[-1]
-        write_kaldi_text(_read_kaldi(out / f"hyp.{last}.txt"), out / "hyp.txt")
+        write_kaldi_text(hyps[last], out / "hyp.txt")
         results[split] = dict(per_method[last])
         if len(per_method) > 1:
             results[split]["methods"] = per_method
         if vocab is not None:
             results[split]["oov_rate"] = round(oov_rate(refs.values(), vocab), 3)
+    if not dist.main:
+        return {}
     if "beam_lm" in d.compared:
         results["_decode"] = {"lm_weight": d.lm_weight, "word_score": d.word_score, "beam_size": d.beam_size,
                               "lm": d.lm, "lexicon": d.lexicon}
@@ -209,14 +230,6 @@ def decode_stage(cfg: RecipeConfig) -> dict:
     (exp / "RESULTS.md").write_text(results_markdown(cfg, results))
     print(results_table(results))
     return results
-
-
-def _read_kaldi(path: Path) -> dict[str, str]:
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        key, _, text = line.partition(" ")
-        out[key] = text.strip()
-    return out
 
 
 def results_markdown(cfg: RecipeConfig, results: dict) -> str:
@@ -277,8 +290,8 @@ def run_stages(cfg: RecipeConfig, stages: Sequence[tuple[str, Callable, Sequence
     an error (use a new exp_dir or ``--force``) so results never mix two configs silently.
     """
     torch.set_num_threads(cfg.train.threads)      # every stage, not only training
-    # under torchrun every rank runs the training stage; rank 0 alone runs the others and keeps
-    # the bookkeeping, the other ranks wait for it
+    # under torchrun every rank runs training and decoding (each a shard); rank 0 alone runs the
+    # others and keeps the bookkeeping, the other ranks wait for it
     dist = init_from_env("cuda" if cfg.train.device == "cuda" else "cpu")
     marks = Path(cfg.exp_dir) / "stages"
     marks.mkdir(parents=True, exist_ok=True)
@@ -294,7 +307,7 @@ def run_stages(cfg: RecipeConfig, stages: Sequence[tuple[str, Callable, Sequence
                 continue
             raise RuntimeError(f"stage {i} ({name}) finished with a different config "
                                f"({mark}); use a new exp_dir or --force")
-        if not dist.main and name != "train":
+        if not dist.main and name not in DISTRIBUTED_STAGES:
             continue
         print(f"== stage {i} ({name})", file=sys.stderr)
         t0 = time.perf_counter()

@@ -5,7 +5,10 @@
    utterances transcribed one by one (WER of each, and the difference);
 2. peak memory of transcribing a short and a long recording (separate processes, max RSS);
 3. word start times: separately synthesized words joined with known gaps (median |error|);
-4. end-to-end greedy real-time factor on one core.
+4. end-to-end real-time factor on one core.
+
+The decoder is greedy unless ``--method beam|beam_lm`` (with ``--lexicon``/``--lm`` for beam_lm);
+``--sections`` picks parts (long,memory,timing,rtf).
 
     python scripts/eval_transcribe.py --model exp/digits/best.pt --manifest data/digits/test_unseen.jsonl
 """
@@ -31,6 +34,7 @@ from asr.score import error_rates  # noqa: E402
 from asr.transcribe import frame_energy_db, transcribe  # noqa: E402
 
 GAP_NOISE = 0.0005     # amplitude of the noise between joined utterances (0: digital silence)
+DECODER = None        # set in main(): None is greedy
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "oh"]
 
 
@@ -59,9 +63,9 @@ def long_recording(model, utts, minutes: float, tmp: Path) -> dict:
     x, ref, used = join_utterances(utts, minutes)
     path = tmp / "long.wav"
     save_audio(path, x)
-    joined = transcribe(model, path).text
+    joined = transcribe(model, path, decoder=DECODER).text
     # the same audio, one utterance at a time
-    one_by_one = {u.id: transcribe(model, level(load_audio(u.audio))).text for u in used}
+    one_by_one = {u.id: transcribe(model, level(load_audio(u.audio)), decoder=DECODER).text for u in used}
     wer_joined = error_rates({"all": ref}, {"all": joined}).wer
     wer_single = error_rates({u.id: u.text for u in used}, one_by_one).wer
     return {"minutes": round(x.size / SAMPLE_RATE_HZ / 60, 2), "utterances": len(used),
@@ -101,7 +105,7 @@ def word_timing(model, n_words: int, tmp: Path, voice: str = "en-us+m7", seed: i
         t += (x.size + gap.size) / SAMPLE_RATE_HZ
     path = tmp / "words.wav"
     save_audio(path, np.concatenate(parts))
-    words = transcribe(model, path).words
+    words = transcribe(model, path, decoder=DECODER).words
     # compare in order where the recognised word is right (sequence alignment by text)
     import kaldialign
     ali = kaldialign.align([w for w, _ in truth], [w.word for w in words], "*", sclite_mode=True)
@@ -119,14 +123,14 @@ def word_timing(model, n_words: int, tmp: Path, voice: str = "en-us+m7", seed: i
 def rtf(model, utts, n: int) -> float:
     files = [u.audio for u in utts[:n]]
     for f in files[:3]:
-        transcribe(model, f)
+        transcribe(model, f, decoder=DECODER)
     t0 = time.perf_counter()
-    audio = sum(transcribe(model, f).duration for f in files)
+    audio = sum(transcribe(model, f, decoder=DECODER).duration for f in files)
     return round((time.perf_counter() - t0) / audio, 5)
 
 
-def main() -> None:
-    global GAP_NOISE
+def main() -> None:  # noqa: C901
+    global GAP_NOISE, DECODER
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True, help="utterances to join (e.g. the unseen-voice test set)")
@@ -134,21 +138,38 @@ def main() -> None:
     p.add_argument("--words", type=int, default=200)
     p.add_argument("--gap-noise", type=float, default=GAP_NOISE, help="noise amplitude in pauses")
     p.add_argument("--out")
+    p.add_argument("--sections", default="long,memory,timing,rtf")
+    p.add_argument("--method", choices=["greedy", "beam", "beam_lm"], default="greedy")
+    p.add_argument("--lexicon", default="")
+    p.add_argument("--lm", default="")
+    p.add_argument("--lm-weight", type=float, default=1.0)
+    p.add_argument("--word-score", type=float, default=0.0)
     args = p.parse_args()
     torch.set_num_threads(1)
     GAP_NOISE = args.gap_noise
+    sections = set(args.sections.split(","))
     model = load_model(args.model)
+    if args.method != "greedy":
+        from asr.config import DecodeConfig
+        from asr.decode import make_decoder
+
+        DECODER = make_decoder(model.tokenizer, DecodeConfig(lexicon=args.lexicon, lm=args.lm, lm_weight=args.lm_weight,
+                                                              word_score=args.word_score), args.method)
     utts = read_manifest(args.manifest)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        report = {"model": args.model, "manifest": args.manifest, "gap_noise": GAP_NOISE}
-        report["long_recording"], long_path = long_recording(model, utts, args.minutes, tmp)
-        short = tmp / "short.wav"
-        save_audio(short, load_audio(long_path)[: 60 * SAMPLE_RATE_HZ])
-        report["peak_rss_mb"] = {"1_min": peak_rss_mb(args.model, short),
-                                 f"{report['long_recording']['minutes']}_min": peak_rss_mb(args.model, long_path)}
-        report["word_timing"] = word_timing(model, args.words, tmp)
-        report["rtf_greedy_1core"] = rtf(model, utts, 100)
+        report = {"model": args.model, "manifest": args.manifest, "gap_noise": GAP_NOISE, "method": args.method}
+        if sections & {"long", "memory"}:
+            report["long_recording"], long_path = long_recording(model, utts, args.minutes, tmp)
+        if "memory" in sections:
+            short = tmp / "short.wav"
+            save_audio(short, load_audio(long_path)[: 60 * SAMPLE_RATE_HZ])
+            report["peak_rss_mb"] = {"1_min": peak_rss_mb(args.model, short),
+                                     f"{report['long_recording']['minutes']}_min": peak_rss_mb(args.model, long_path)}
+        if "timing" in sections:
+            report["word_timing"] = word_timing(model, args.words, tmp)
+        if "rtf" in sections:
+            report[f"rtf_{args.method}_1core"] = rtf(model, utts, 100)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

@@ -104,8 +104,8 @@ def test_an4_recipe_end_to_end_from_a_mirror(tmp_path, mirror):
 
 def _fake_librispeech(root: Path, subsets: dict[str, list[str]]) -> None:
     voices = iter(["en+m1", "en+f2", "en-us+m3", "en+f4", "en-us+m2", "en+m3", "en-us+f1", "en+m6"] * 4)
-    for subset, texts in subsets.items():
-        for spk in (101, 202):
+    for n, (subset, texts) in enumerate(subsets.items()):
+        for spk in (100 + n, 200 + n):                  # speakers never shared between subsets
             voice = next(voices)
             chap = root / "LibriSpeech" / subset / str(spk) / "7"
             chap.mkdir(parents=True)

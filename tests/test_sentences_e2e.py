@@ -67,3 +67,26 @@ def test_cli_beam_lm_decode_and_transcribe(tiny_sentences):
                           "--method", "beam_lm", "--lexicon", str(tmp / "nope.txt"), "--lm", "x.bin"],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "lexicon not found" in res.stderr and "nope.txt" in res.stderr
+
+
+@needs_espeak
+def test_torchrun_decoding_is_sharded_and_matches_one_process(tiny_sentences):
+    import shutil
+
+    tmp, _ = tiny_sentences
+    shutil.copytree(tmp / "exp", tmp / "exp2")
+    config = tmp / "config.yaml"
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(ROOT / "recipes/sentences/run.py"), "--config", str(config), "--stage", "5",
+                          "--force", "--set", f"exp_dir={tmp / 'exp2'}"],
+                         capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
+                                                                           "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = json.loads((tmp / "exp/results.json").read_text())
+    two = json.loads((tmp / "exp2/results.json").read_text())
+    for split in ("dev", "test_unseen"):
+        for method in ("greedy", "beam", "beam_lm"):
+            a, b = one[split]["methods"][method], two[split]["methods"][method]
+            assert (a["wer"], a["cer"], a["utterances"]) == (b["wer"], b["cer"], b["utterances"]), (split, method)
+    assert (tmp / "exp2/decode/test_unseen/hyp.beam_lm.txt").read_text() == \
+        (tmp / "exp/decode/test_unseen/hyp.beam_lm.txt").read_text()

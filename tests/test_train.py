@@ -120,9 +120,9 @@ from pathlib import Path
 from dataclasses import replace
 slow = float(sys.argv[2])
 real = T.run_batch
-def run_batch(tr, batch):
+def run_batch(tr, batch, *args):
     time.sleep(slow)            # widen the window for the parent's SIGKILL
-    real(tr, batch)
+    real(tr, batch, *args)
 T.run_batch = run_batch
 exp = Path(sys.argv[1])
 cfg = _cfg(exp)
