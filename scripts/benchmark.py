@@ -10,7 +10,9 @@ Sections (all by default):
                padding, CTC, clipping, Adam), 1 and 2 threads; GFLOP/s and % of the GEMM peak
   naive        baseline: random batches padded to the longest, features recomputed from audio
                every batch, no frame stacking
-  transcribe   batch-1 end-to-end RTF (file -> text with word times), feature extraction speed
+  transcribe   batch-1 end-to-end RTF (file -> text with word times) per decoder of the recipe
+               (greedy; beam and beam+LM when its decode.methods and LM files exist), on short
+               files and on one long recording; feature extraction speed
   memory       peak RSS of a training run and of transcribing a file (separate processes)
   scoring      scoring 100k utterances on one core
 Training data: the recipe's feature cache when it exists (run the recipe's stages 0-1 first).
@@ -156,11 +158,25 @@ def bench_decoders(cfg, model) -> dict:
     return out
 
 
+def joined_recording(utts, seed: int = 0):
+    """One recording: the utterances at one level, 0.3-1.0 s pauses of faint noise between."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    parts = []
+    for u in utts:
+        x = load_audio(u.audio)
+        parts += [0.5 * x / max(float(np.abs(x).max()), 1e-6),
+                  (0.0005 * rng.standard_normal(int(rng.uniform(0.3, 1.0) * 16000))).astype(np.float32)]
+    return np.concatenate(parts)
+
+
 def bench_transcribe(cfg, model_path: Path | None, utts, n_files: int) -> dict:
-    """Batch-1 end-to-end RTF per decoder, fp32 and int8; WER of each when the model is trained."""
+    """Batch-1 end-to-end RTF per decoder, fp32 and int8, on each file and on one recording of
+    them joined (cut at pauses, segments decoded one at a time); WER when the model is trained."""
     from asr.model import load_model, quantize_int8
     from asr.score import error_rates
-    from asr.transcribe import transcribe
+    from asr.transcribe import SegmentOptions, transcribe
 
     torch.set_num_threads(1)
     if model_path and model_path.exists():
@@ -170,7 +186,12 @@ def bench_transcribe(cfg, model_path: Path | None, utts, n_files: int) -> dict:
         model.tokenizer, model.feature_config = CharTokenizer(), cfg.features
     out = {"model": which, "layers": cfg.model.layers, "hidden": cfg.model.hidden, "files": min(n_files, len(utts))}
     decoders = bench_decoders(cfg, model) if which != "untrained" else {"greedy": None}
+    recording = joined_recording(utts[:n_files])
+    out["recording_s"] = round(recording.size / 16000, 1)
     for name, m in (("fp32", model), ("int8", quantize_int8(model))):
+        t0 = time.perf_counter()
+        r = transcribe(m, recording, opts=SegmentOptions(batch_segments=1))
+        out[f"rtf_greedy_recording_batch1_1core_{name}"] = round((time.perf_counter() - t0) / r.duration, 5)
         for method, decoder in decoders.items():
             for u in utts[:3]:
                 transcribe(m, u.audio, decoder=decoder)
