@@ -25,6 +25,7 @@ from .features import FeatureExtractor
 READ_BLOCK_S = 10.0          # seconds read from disk at a time
 ENERGY_WIN_S = 0.025
 ENERGY_HOP_S = 0.010
+SNAP_REACH_S = 0.6           # how far a word boundary may move onto speech
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class SegmentOptions:
     threshold_db: float = 12.0       # pause = frame energy below the noise floor + this ...
     speech_range_db: float = 35.0    # ... or more than this below the speech level
     batch_segments: int = 8          # segments decoded together
+    snap_words: bool = True          # word boundaries aligned in silence move onto the speech
 
 
 @dataclass
@@ -195,6 +197,35 @@ def align_words(log_probs: torch.Tensor, ids: list[int], vocab: Sequence[str], f
     return words
 
 
+def snap_to_speech(words: list[Word], audio: np.ndarray, offset_s: float, opts: SegmentOptions,
+                   reach_s: float = SNAP_REACH_S) -> list[Word]:
+    """Move word boundaries that CTC put in silence onto the speech. A bidirectional CTC model
+    fires its characters anywhere inside the span it has evidence for, often well before the
+    word is spoken; a start in a quiet stretch moves forward to the first speech frame (never
+    past the word's aligned end), an end in a quiet stretch back to the last one."""
+    if not words:
+        return words
+    db = frame_energy_db(audio)
+    level = max(np.percentile(db, 10) + opts.threshold_db, np.percentile(db, 90) - opts.speech_range_db)
+    speech = db >= level
+    hop = ENERGY_HOP_S
+
+    def frame(t: float) -> int:
+        return int(np.clip(round((t - offset_s) / hop), 0, len(speech) - 1))
+
+    out = []
+    for w in words:
+        a, b = frame(w.start), frame(w.end)
+        if not speech[a]:                      # start in silence: first speech frame after it
+            ahead = np.flatnonzero(speech[a: min(b, a + int(reach_s / hop)) + 1])
+            a = a + int(ahead[0]) if ahead.size else a
+        if not speech[b]:                      # end in silence: last speech frame before it
+            behind = np.flatnonzero(speech[max(a, b - int(reach_s / hop)): b + 1])
+            b = max(a, b - int(reach_s / hop)) + int(behind[-1]) if behind.size else b
+        out.append(Word(w.word, round(offset_s + a * hop, 3), round(offset_s + max(a, b) * hop, 3), w.confidence))
+    return out
+
+
 @torch.inference_mode()
 def decode_segments(model, extractor: FeatureExtractor, segs: list[tuple[float, np.ndarray]],
                     opts: SegmentOptions, decoder=None) -> list[Segment]:
@@ -212,6 +243,8 @@ def decode_segments(model, extractor: FeatureExtractor, segs: list[tuple[float, 
     out = []
     for (start, audio), lp, n, ids in zip(segs, log_probs, out_lens, token_ids):
         words = align_words(lp[: int(n)], ids, model.tokenizer.vocab, frame_s, start)
+        if opts.snap_words:
+            words = snap_to_speech(words, audio, start, opts)
         out.append(Segment(round(start, 3), round(start + audio.size / SAMPLE_RATE_HZ, 3),
                            model.tokenizer.decode(ids), words))
     return out

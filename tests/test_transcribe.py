@@ -77,3 +77,21 @@ def test_transcribe_array_and_outputs(tmp_path, tiny_model):
     paths = write_outputs(tr, tmp_path / "out" / "rec", ["txt", "json", "srt", "vtt"])
     assert [p.name for p in paths] == ["rec.txt", "rec.json", "rec.srt", "rec.vtt"]
     assert json.loads(paths[1].read_text())["words"][2]["start"] == 4.0
+
+
+def test_word_boundaries_in_silence_snap_onto_speech():
+    import numpy as np
+
+    from asr.transcribe import SegmentOptions, Word, snap_to_speech
+
+    rng = np.random.default_rng(0)
+    quiet = lambda s: (0.001 * rng.standard_normal(int(s * 16000))).astype(np.float32)  # noqa: E731
+    loud = lambda s: (0.3 * np.sin(np.arange(int(s * 16000)) * 0.2)).astype(np.float32)  # noqa: E731
+    audio = np.concatenate([quiet(0.5), loud(0.4), quiet(0.6), loud(0.3), quiet(0.3)])   # speech 0.5-0.9, 1.5-1.8
+    words = [Word("early", 10.1, 10.95, 0.9), Word("inside", 11.55, 11.75, 0.8)]        # offset 10 s
+    early, inside = snap_to_speech(words, audio, 10.0, SegmentOptions())
+    assert abs(early.start - 10.5) <= 0.03 and abs(early.end - 10.9) <= 0.03           # both moved onto speech
+    assert (inside.start, inside.end) == (11.55, 11.75)                               # already on speech
+    # a word with no speech within reach keeps its times
+    (alone,) = snap_to_speech([Word("x", 10.0, 10.2, 0.5)], audio, 10.0, SegmentOptions())
+    assert (alone.start, alone.end) == (10.0, 10.2)
