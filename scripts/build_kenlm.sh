@@ -4,6 +4,7 @@
 #   KENLM_DIR (default ~/.cache/asr/kenlm) receives bin/lmplz and bin/build_binary;
 #   asr.lm finds them there (or on PATH, or via $ASR_KENLM_BIN).
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 VERSION=${KENLM_VERSION:-0.3.0}
 DIR=${KENLM_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/asr/kenlm}
 PY=${PYTHON:-python3}
@@ -12,16 +13,7 @@ if [ -x "$DIR/bin/lmplz" ] && [ -x "$DIR/bin/build_binary" ]; then
 fi
 APT=(cmake g++ make libboost-program-options-dev libboost-system-dev libboost-thread-dev
      libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev)
-missing=()
-for p in "${APT[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "[kenlm] apt-get install ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_ensure kenlm "${APT[@]}"
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 # `pip download` of an sdist prepares its metadata, which needs `wheel` without build isolation
 $PY -c 'import wheel' 2>/dev/null || $PY -m pip install -q wheel

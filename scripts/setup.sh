@@ -4,6 +4,7 @@
 #           (sentence text), compilers + Boost for KenLM.
 #   PyPI:   torch==2.11.0 + torchaudio==2.11.0 (must match), the asr package with TTS/test extras.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
@@ -11,16 +12,7 @@ APT_PACKAGES=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvo
               # compilers + libraries for the kenlm Python module and KenLM's lmplz/build_binary
               g++ make cmake zlib1g-dev libbz2-dev liblzma-dev libboost-program-options-dev
               libboost-system-dev libboost-thread-dev libboost-test-dev)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "[setup] apt-get install ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+apt_ensure setup "${APT_PACKAGES[@]}"
 
 PY=${PYTHON:-python3}
 # torchaudio's PyPI wheel only loads with the PyPI torch build of the same version: pin both.
