@@ -13,7 +13,7 @@ import torch
 from .audio import AudioError
 from .config import DecodeConfig
 from .data import Utterance, bucket_batches, load_utterance_audio, pad_batch
-from .features import FeatureExtractor, feature_lengths
+from .features import cached_extractor, feature_lengths
 from .lm import LEXICON_HINT, require_file
 from .model import BiLSTMCTC
 from .text import WORD_START, Tokenizer
@@ -168,7 +168,7 @@ def utterance_features(model: BiLSTMCTC, utts: Sequence[Utterance], cache: dict 
     """
     feats, ids, failed = [], [], []
     by_id = dict(zip(cache["ids"], cache["feats"])) if cache is not None else {}
-    extractor = FeatureExtractor(model.feature_config)
+    extractor = cached_extractor(model.feature_config)
     for u in utts:
         if u.id in by_id:
             feats.append(by_id[u.id])

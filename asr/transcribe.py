@@ -20,7 +20,7 @@ import torchaudio.functional as AF
 from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate
 from .data import pad_batch
 from .decode import greedy_decode
-from .features import FeatureExtractor
+from .features import FeatureExtractor, cached_extractor
 
 READ_BLOCK_S = 10.0          # seconds read from disk at a time
 ENERGY_WIN_S = 0.025
@@ -255,7 +255,7 @@ def transcribe(model, source: str | Path | np.ndarray, sample_rate: int | None =
     """Transcribe a file path or a (N,) / (N, C) array (``sample_rate`` defaults to 16 kHz);
     ``decoder`` (see :func:`asr.decode.make_decoder`) replaces greedy decoding."""
     opts = opts or SegmentOptions()
-    extractor = FeatureExtractor(model.feature_config)
+    extractor = cached_extractor(model.feature_config)
     segments: list[Segment] = []
     batch: list[tuple[float, np.ndarray]] = []
     duration = 0.0

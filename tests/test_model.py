@@ -37,6 +37,24 @@ def test_padded_batch_matches_unpadded(tiny_model):
     torch.testing.assert_close(batch[1, : out_lens[1]], alone[0], atol=1e-5, rtol=1e-4)
 
 
+def test_fused_inference_matches_per_direction_layers(tiny_model, monkeypatch):
+    """Unpadded inference runs all layers in one bidirectional torch.lstm call; it must give
+    what the per-direction layers (the training path) give, and padded batches must not use it."""
+    tiny_model.eval()
+    x, lens = torch.randn(2, 60, 80), torch.tensor([60, 60])
+    reference, _ = tiny_model(x, lens)                 # grad enabled: per-direction layers
+    calls = []
+    real_lstm = torch.lstm
+    monkeypatch.setattr(torch, "lstm", lambda *a: calls.append(a) or real_lstm(*a))
+    with torch.inference_mode():
+        fused, _ = tiny_model(x, lens)
+        assert len(calls) == 1 and calls[0][4] == tiny_model.cfg.layers     # one call, all layers
+        torch.testing.assert_close(fused, reference, atol=1e-6, rtol=1e-5)
+        calls.clear()
+        tiny_model(x, torch.tensor([60, 45]))           # padded: the per-direction layers (nn.LSTM)
+        assert calls == []
+
+
 def test_overfits_one_batch(tiny_model):
     torch.manual_seed(0)
     tok = CharTokenizer()
