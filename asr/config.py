@@ -80,12 +80,14 @@ class ModelConfig:
     dropout: float = 0.2      # between LSTM layers
     utterance_cmn: bool = False  # also subtract each utterance's own mean (channel robustness)
     cmn_floor_db: float = 0.0    # >0: that mean over frames within this many dB of the loudest only
+    utterance_cvn: bool = False  # with utterance_cmn: also divide by the utterance's own std (same frames)
 
     def check(self, where: str) -> None:
         _require(self.stack >= 1, f"{where}.stack", "must be >= 1")
         _require(self.hidden >= 1, f"{where}.hidden", "must be >= 1")
         _require(self.layers >= 1, f"{where}.layers", "must be >= 1")
         _require(0.0 <= self.dropout < 1.0, f"{where}.dropout", "must be in [0, 1)")
+        _require(self.utterance_cmn or not self.utterance_cvn, f"{where}.utterance_cvn", "needs utterance_cmn")
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ class TrainConfig:
     sortagrad: bool = False        # first epoch in order of increasing length (DeepSpeech 2)
     checkpoint_every: int = 200    # steps between mid-epoch state checkpoints (0: epoch ends only)
     device: str = "cpu"            # cpu | cuda | auto
-    amp: str = "off"               # off | bf16 | fp16 (autocast; fp16 adds loss scaling)
+    amp: str = "off"               # off | bf16 | fp16 | auto (autocast; fp16 adds loss scaling;
+                                   # auto: bf16 where the device computes it natively, else off)
     progress: bool = True
 
     def check(self, where: str) -> None:
@@ -142,7 +145,7 @@ class TrainConfig:
         _require(self.workers >= 0, f"{where}.workers", "must be >= 0")
         _require(self.checkpoint_every >= 0, f"{where}.checkpoint_every", "must be >= 0")
         _require(self.device in ("cpu", "cuda", "auto"), f"{where}.device", "allowed: cpu, cuda, auto")
-        _require(self.amp in ("off", "bf16", "fp16"), f"{where}.amp", "allowed: off, bf16, fp16")
+        _require(self.amp in ("off", "bf16", "fp16", "auto"), f"{where}.amp", "allowed: off, bf16, fp16, auto")
 
 
 DECODE_METHODS = ("greedy", "beam", "beam_lm")

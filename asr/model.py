@@ -65,8 +65,9 @@ class BiLSTMCTC(nn.Module):
 
     def _utterance_cmn(self, feats: torch.Tensor, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         """Subtract each utterance's mean over its *speech* frames: frames whose mean log-mel is
-        within ``cmn_floor_db`` of the utterance's loudest frame. Silence is excluded so that how
-        much of it surrounds the speech does not shift the normalisation."""
+        within ``cmn_floor_db`` of the utterance's loudest frame (and divide by their std with
+        ``utterance_cvn``). Silence is excluded so that how much of it surrounds the speech does
+        not shift the normalisation."""
         inside = torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lens.unsqueeze(1)   # (B, T)
         valid = inside
         if self.cfg.cmn_floor_db > 0:
@@ -74,8 +75,13 @@ class BiLSTMCTC(nn.Module):
             floor = energy.max(1, keepdim=True).values - self.cfg.cmn_floor_db * math.log(10) / 10
             valid = valid & (energy >= floor)
         w = valid.unsqueeze(-1).to(x.dtype)
-        mean = (x * w).sum(1, keepdim=True) / w.sum(1, keepdim=True).clamp_min(1)
-        return (x - mean) * inside.unsqueeze(-1)
+        n = w.sum(1, keepdim=True).clamp_min(1)
+        mean = (x * w).sum(1, keepdim=True) / n
+        x = x - mean
+        if self.cfg.utterance_cvn:
+            # floor at a tenth of the global (unit) std: a near-constant channel is not blown up
+            x = x / ((x * x * w).sum(1, keepdim=True) / n).sqrt().clamp_min(0.1)
+        return x * inside.unsqueeze(-1)
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = (feats - self.cmvn_mean) / self.cmvn_std

@@ -155,6 +155,7 @@ class Trainer:
     device: torch.device
     dist: Dist = field(default_factory=Dist)
     scaler: torch.amp.GradScaler | None = None     # fp16 only
+    amp: str = "off"                                # train.amp resolved for the device: off | bf16 | fp16
     prog: Progress = field(default_factory=Progress)
 
     def save_state(self) -> None:
@@ -188,6 +189,24 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matrix products in hardware (CPU: AMX or AVX512-BF16;
+    elsewhere oneDNN emulates bf16 and autocast would be slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+        return any(check() for check in checks if check is not None)
+    return False
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """``train.amp`` for this device: ``auto`` becomes bf16 where it is native, else off."""
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "off"
+    return amp
+
+
 def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, tokenizer: Tokenizer,
                  dist: Dist = Dist()) -> Trainer:
     tc = cfg.train
@@ -209,8 +228,9 @@ def make_trainer(cfg: RecipeConfig, train_set: TrainingSet, exp_dir: Path, token
     total_steps = tc.epochs * len(batches.epoch(0))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, tc.warmup_steps, total_steps, tc.final_lr_ratio))
-    scaler = torch.amp.GradScaler(device.type) if tc.amp == "fp16" else None
-    return Trainer(cfg, model, opt, sched, batches, tokenizer, exp_dir, net, device, dist, scaler)
+    amp = resolve_amp(tc.amp, device)
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    return Trainer(cfg, model, opt, sched, batches, tokenizer, exp_dir, net, device, dist, scaler, amp)
 
 
 def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_dir: str | Path,
@@ -232,7 +252,8 @@ def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_d
         say(f"[train] resumed from {exp_dir / 'last.pt'} at epoch {tr.prog.epoch + 1}, "
             f"batch {tr.prog.batch}", file=sys.stderr)
     say(f"[train] {count_parameters(tr.model) / 1e6:.2f}M parameters, {len(train_set.ids)} train / "
-        f"{len(dev_set.ids)} dev utterances, device {tr.device}, {dist.world} process(es)", file=sys.stderr)
+        f"{len(dev_set.ids)} dev utterances, device {tr.device} ({'fp32' if tr.amp == 'off' else tr.amp + ' autocast'}), "
+        f"{dist.world} process(es)", file=sys.stderr)
     log = (exp_dir / "train_log.jsonl").open("a", encoding="utf-8") if dist.main else None
     while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
         capped = run_epoch(tr)
@@ -255,13 +276,15 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
     loss_sum, utts, frames = tr.dist.sum([p.loss_sum, p.utts, p.frames])
     stats = {"epoch": p.epoch + 1, "loss": loss_sum / max(utts, 1), "time_s": p.seconds,
              "audio_s_per_s": frames * cfg.features.hop_ms / 1000 / max(p.seconds, 1e-9),
-             "skipped_batches": p.skipped, "split_batches": p.split, "lr": tr.opt.param_groups[0]["lr"]}
+             "skipped_batches": p.skipped, "split_batches": p.split, "lr": tr.opt.param_groups[0]["lr"],
+             "amp": tr.amp}
     stats.update(evaluate(tr.model, dev_set, cfg.decode.batch_frames, tr.dist))
     improved = stats["wer"] < p.best
     p.best, p.bad_epochs = (stats["wer"], 0) if improved else (p.best, p.bad_epochs + 1)
     if improved and tr.dist.main:
         atomic_save(model_payload(tr.model, cfg.features, tr.tokenizer,
-                                  {"epoch": p.epoch + 1, "dev_wer": stats["wer"], "config": to_dict(cfg)}),
+                                  {"epoch": p.epoch + 1, "dev_wer": stats["wer"], "config": to_dict(cfg),
+                                   "precision": "fp32" if tr.amp == "off" else tr.amp}),
                     tr.exp_dir / "best.pt")
     p.history.append(stats)
     p.new_epoch()
@@ -284,7 +307,7 @@ def train_step(tr: Trainer, x, lens, targets, tgt_lens, denom: float | None = No
     non_blocking = tr.device.type == "cuda"
     x, lens = x.to(tr.device, non_blocking=non_blocking), lens.to(tr.device)
     targets, tgt_lens = targets.to(tr.device), tgt_lens.to(tr.device)
-    amp = tr.cfg.train.amp
+    amp = tr.amp
     with torch.autocast(tr.device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16,
                         enabled=amp != "off"):
         log_probs, out_lens = tr.net(x, lens)

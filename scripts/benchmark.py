@@ -4,7 +4,7 @@
     python scripts/benchmark.py [--config recipes/digits/config.yaml] [--sections ...] [--out bench.json]
 
 Sections (all by default):
-  gemm         fp32 GEMM peak, 1 and 2 threads
+  gemm         fp32 GEMM peak, 1 and 2 threads (and bf16 when training runs bf16 autocast)
   model        model-only bound: forward+backward of the configured model on ideal full batches
   training     the real training step on the recipe's cached features (bucketing, augmentation,
                padding, CTC, clipping, Adam), 1 and 2 threads; GFLOP/s and % of the GEMM peak
@@ -42,7 +42,7 @@ from asr.features import FeatureExtractor, load_feature_cache  # noqa: E402
 from asr.model import BiLSTMCTC, count_parameters  # noqa: E402
 from asr.recipe import cache_path, code_version, manifest_path  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
-from asr.train import make_trainer, train_step  # noqa: E402
+from asr.train import make_trainer, resolve_amp, train_step  # noqa: E402
 
 
 def model_flops_per_frame(cfg, n_mels: int, vocab: int) -> float:
@@ -66,12 +66,14 @@ def timed(fn, seconds: float, warmup: int = 2):
     return units / (time.perf_counter() - t0)
 
 
-def bench_gemm(seconds: float) -> dict:
+def bench_gemm(seconds: float, bf16: bool) -> dict:
+    """fp32 GEMM peak (and bf16, the precision of bf16 autocast training), 1 and 2 threads."""
     out = {}
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        out[f"gflops_{threads}t"] = round(timed(lambda: (a @ b, 2 * 1024 ** 3)[1], seconds) / 1e9, 1)
+    for name, dtype in (("", torch.float32), ("bf16_", torch.bfloat16))[: 2 if bf16 else 1]:
+        a, b = torch.randn(1024, 1024, dtype=dtype), torch.randn(1024, 1024, dtype=dtype)
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            out[f"{name}gflops_{threads}t"] = round(timed(lambda: (a @ b, 2 * 1024 ** 3)[1], seconds) / 1e9, 1)
     return out
 
 
@@ -296,8 +298,10 @@ def main() -> None:
     r = {"code_version": code_version(), "config": args.config, "overrides": args.set, "torch": torch.__version__,
          "machine": platform.machine(), "model": {**vars(cfg.model), "parameters": count_parameters(
              BiLSTMCTC(cfg.model, cfg.features.n_mels, 29))}}
+    precision = resolve_amp(cfg.train.amp, torch.device("cpu"))
+    r["training_precision"] = "fp32" if precision == "off" else precision + " autocast"
     if "gemm" in sections:
-        r["gemm"] = bench_gemm(args.seconds / 4)
+        r["gemm"] = bench_gemm(args.seconds / 4, precision == "bf16")
     if "model" in sections:
         r["model_bound"] = bench_model_bound(cfg, args.seconds, 2)
     if sections & {"training", "naive", "transcribe", "memory"}:
@@ -315,7 +319,9 @@ def main() -> None:
     if "training_2t" in r and "training_1t" in r:
         ratios["2 threads / 1 thread"] = round(r["training_2t"]["frames_per_s"] / r["training_1t"]["frames_per_s"], 2)
     if "training_2t" in r and "gemm" in r:
-        ratios["training GFLOP/s / 2-thread GEMM peak"] = round(r["training_2t"]["gflops"] / r["gemm"]["gflops_2t"], 3)
+        peak = r["gemm"]["bf16_gflops_2t" if precision == "bf16" else "gflops_2t"]
+        ratios[f"training GFLOP/s / 2-thread {'bf16' if precision == 'bf16' else 'fp32'} GEMM peak"] = round(
+            r["training_2t"]["gflops"] / peak, 3)
     if ratios:
         r["ratios"] = ratios
     if "transcribe" in sections:

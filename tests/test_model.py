@@ -125,3 +125,22 @@ def test_speech_frame_cmn_ignores_surrounding_silence():
         a = m._utterance_cmn(speech, speech, torch.tensor([100]))
         b = m._utterance_cmn(padded, padded, torch.tensor([220]))[:, 60:160]
         assert torch.allclose(a, b, atol=1e-5) == invariant
+
+
+def test_utterance_cvn_removes_per_channel_gain_and_offset():
+    """utterance_cvn: an utterance whose log-mels are scaled and shifted per channel (a different
+    channel or engine, to first order) gives the same model input; without it, only the shift goes."""
+    from asr.config import ModelConfig
+    from asr.model import BiLSTMCTC
+
+    torch.manual_seed(0)
+    feats = torch.randn(2, 90, 80)
+    lens = torch.tensor([90, 60])
+    other = feats * (0.5 + torch.rand(80)) + 3 * torch.randn(80)
+    for cvn in (True, False):
+        m = BiLSTMCTC(ModelConfig(hidden=8, layers=1, utterance_cmn=True, utterance_cvn=cvn), 80, 29)
+        a, b = m._utterance_cmn(feats, feats, lens), m._utterance_cmn(other, other, lens)
+        assert torch.allclose(a[1, :60], b[1, :60], atol=1e-4) == cvn
+        assert float(a[1, 60:].abs().max()) == 0.0                # padding stays zero
+        if cvn:
+            torch.testing.assert_close(a[0].std(0, unbiased=False), torch.ones(80), atol=1e-4, rtol=1e-4)

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from asr.config import AugmentConfig, DataConfig, ModelConfig, RecipeConfig, Tra
 from asr.data import Utterance
 from asr.model import load_model
 from asr.text import CharTokenizer
-from asr.train import TrainingSet, build_set, ctc_min_frames, lr_lambda, train
+from asr.train import TrainingSet, build_set, ctc_min_frames, lr_lambda, native_bf16, resolve_amp, train
 
 
 def _data(n: int, seed: int) -> TrainingSet:
@@ -81,6 +82,24 @@ def test_train_learns_and_keeps_best(tmp_path):
     assert min(e["wer"] for e in log) < 50.0
     model = load_model(best)
     assert model.info["dev_wer"] == min(e["wer"] for e in log)
+
+
+def test_bf16_autocast_training_learns_and_auto_resolves(tmp_path, monkeypatch):
+    """bf16 autocast on CPU trains as well as fp32 on the toy task; ``auto`` picks bf16 only
+    where the hardware has it, and what was used is logged and kept in the checkpoint."""
+    cpu = torch.device("cpu")
+    assert resolve_amp("auto", cpu) == ("bf16" if native_bf16(cpu) else "off")
+    assert resolve_amp("fp16", cpu) == "fp16" and resolve_amp("off", cpu) == "off"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    assert resolve_amp("auto", cpu) == "off"
+    cfg = _cfg(tmp_path, epochs=6)
+    cfg = replace(cfg, train=replace(cfg.train, amp="bf16"))
+    best = train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+    log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert {e["amp"] for e in log} == {"bf16"}
+    assert log[-1]["loss"] < 0.5 * log[0]["loss"] and min(e["wer"] for e in log) < 50.0
+    assert load_model(best).info["precision"] == "bf16"
 
 
 def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
