@@ -115,7 +115,7 @@ class BiLSTMCTC(nn.Module):
         forward/backward weights (no copies). torch's CPU LSTM pays a fixed cost per call
         (oneDNN weight reorder, primitive setup), so one call instead of 2 x layers is faster
         at batch 1; training keeps the per-direction path, which is exact for padded batches."""
-        weights = [w for layer in self.layers for m in (layer.fwd, layer.bwd) for w in m._flat_weights]
+        weights = [w for layer in self.layers for m in (layer.fwd, layer.bwd) for w in m.all_weights[0]]
         h0 = x.new_zeros(2 * len(self.layers), x.shape[0], self.cfg.hidden)
         out, _, _ = torch.lstm(x, (h0, h0), weights, True, len(self.layers), 0.0, False, True, True)
         return out

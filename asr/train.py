@@ -200,6 +200,11 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+def precision_name(amp: str) -> str:
+    """A resolved ``train.amp`` as a precision: fp32, bf16 or fp16."""
+    return "fp32" if amp == "off" else amp
+
+
 def resolve_amp(amp: str, device: torch.device) -> str:
     """``train.amp`` for this device: ``auto`` becomes bf16 where it is native, else off."""
     if amp == "auto":
@@ -252,7 +257,7 @@ def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_d
         say(f"[train] resumed from {exp_dir / 'last.pt'} at epoch {tr.prog.epoch + 1}, "
             f"batch {tr.prog.batch}", file=sys.stderr)
     say(f"[train] {count_parameters(tr.model) / 1e6:.2f}M parameters, {len(train_set.ids)} train / "
-        f"{len(dev_set.ids)} dev utterances, device {tr.device} ({'fp32' if tr.amp == 'off' else tr.amp + ' autocast'}), "
+        f"{len(dev_set.ids)} dev utterances, device {tr.device} ({precision_name(tr.amp)}), "
         f"{dist.world} process(es)", file=sys.stderr)
     log = (exp_dir / "train_log.jsonl").open("a", encoding="utf-8") if dist.main else None
     while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
@@ -284,7 +289,7 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
     if improved and tr.dist.main:
         atomic_save(model_payload(tr.model, cfg.features, tr.tokenizer,
                                   {"epoch": p.epoch + 1, "dev_wer": stats["wer"], "config": to_dict(cfg),
-                                   "precision": "fp32" if tr.amp == "off" else tr.amp}),
+                                   "precision": precision_name(tr.amp)}),
                     tr.exp_dir / "best.pt")
     p.history.append(stats)
     p.new_epoch()

@@ -42,7 +42,7 @@ from asr.features import FeatureExtractor, load_feature_cache  # noqa: E402
 from asr.model import BiLSTMCTC, count_parameters  # noqa: E402
 from asr.recipe import cache_path, code_version, manifest_path  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
-from asr.train import make_trainer, resolve_amp, train_step  # noqa: E402
+from asr.train import make_trainer, precision_name, resolve_amp, train_step  # noqa: E402
 
 
 def model_flops_per_frame(cfg, n_mels: int, vocab: int) -> float:
@@ -299,7 +299,7 @@ def main() -> None:
          "machine": platform.machine(), "model": {**vars(cfg.model), "parameters": count_parameters(
              BiLSTMCTC(cfg.model, cfg.features.n_mels, 29))}}
     precision = resolve_amp(cfg.train.amp, torch.device("cpu"))
-    r["training_precision"] = "fp32" if precision == "off" else precision + " autocast"
+    r["training_precision"] = precision_name(precision)
     if "gemm" in sections:
         r["gemm"] = bench_gemm(args.seconds / 4, precision == "bf16")
     if "model" in sections:
