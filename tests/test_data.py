@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from asr.config import AugmentConfig
-from asr.data import (BatchIterator, DataError, ManifestError, apply_oov_policy, Utterance, bucket_batches, pad_batch,
-                      read_manifest, spec_augment, speed_perturb, validate_utterances, write_manifest)
+from asr.data import (BatchIterator, DataError, ManifestError, apply_oov_policy, Utterance, bucket_batches, oversample,
+                      pad_batch, read_manifest, spec_augment, speed_perturb, validate_utterances, write_manifest)
 from asr.text import CharTokenizer
 
 
@@ -101,3 +101,11 @@ def test_batch_iterator_targets():
     x, lens, tgt, tgt_lens = it.collate(plan[0], random.Random(0))
     assert x.shape[0] == len(plan[0]) == tgt_lens.numel()
     assert tgt.numel() == int(tgt_lens.sum())
+
+
+def test_oversample_repeats_matching_speakers_only():
+    utts = [Utterance(f"u{i}", "a.wav", 1.0, "one", spk)
+            for i, spk in enumerate(["kokoro:jm_kumo", "espeak:en+m1", "kokoro:jf_alpha", "flite:kal"])]
+    out = oversample(utts, {"kokoro:": 3, "flite:": 2})
+    assert [u.id for u in out] == ["u0"] * 3 + ["u1"] + ["u2"] * 3 + ["u3"] * 2
+    assert oversample(utts, {}) == utts

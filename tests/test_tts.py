@@ -71,3 +71,34 @@ def test_synthesize_espeak_voices_differ(tmp_path):
         assert sf.info(u.audio).samplerate == 16000 and abs(a.size / 16000 - u.duration) < 1e-3
     spectra = [np.abs(np.fft.rfft(a[:16000], 16000)) for a in audio]
     assert not np.allclose(spectra[0], spectra[1], rtol=0.1)   # the f2 variant really differs
+
+
+@needs_espeak
+def test_kokoro_phonemes_are_in_the_model_vocabulary():
+    from asr.tts import _kokoro, kokoro_phonemes
+    ph = kokoro_phonemes("oh zero one two three four five six seven eight nine, judge")
+    words = ph.split()
+    assert words[0] == "ˈO" and words[9] == "ˈAt" and words[10] == "nˈIn"   # diphthongs: one symbol
+    assert "ʤ" in words[-1] and "ː" not in ph
+    vocab = _kokoro()[1]
+    assert set(ph) - {" "} <= set(vocab)
+
+
+@needs_espeak
+def test_synthesize_kokoro_voices_speed_and_errors(tmp_path):
+    jobs = [Job("a", "three four five", "kokoro:jm_kumo", 1.0, 1.0, None, (0.0, 0.0), 1),
+            Job("b", "three four five", "kokoro:jm_kumo", 1.6, 1.0, None, (0.0, 0.0), 1),
+            Job("c", "three four five", "kokoro:jf_alpha", 1.0, 1.0, None, (0.0, 0.0), 1),
+            Job("long", "seven " * 120, "kokoro:jf_alpha", 1.0, 1.0, None, (0.0, 0.0), 1)]
+    utts, errors = synthesize(jobs, tmp_path, n_procs=1, progress=False)
+    assert [u.id for u in utts] == ["a", "b", "c"]
+    assert len(errors) == 1 and errors[0].startswith("long\t") and "at most" in errors[0]
+    a, b, c = (u.duration for u in utts)
+    assert 0.8 < a < 3.0 and b < 0.8 * a        # speed 1.6 is really faster
+    x = sf.read(utts[0].audio)[0]
+    y = sf.read(utts[2].audio)[0]
+    # male and female voice: the spectral centroid of the female one is higher
+    def centroid(z):
+        s = np.abs(np.fft.rfft(z))
+        return (s * np.arange(s.size)).sum() / s.sum() / z.size * 16000
+    assert centroid(y) > centroid(x)
