@@ -230,6 +230,15 @@ def cmd_lm_build(args) -> int:
     return 0
 
 
+def cmd_average(args) -> int:
+    from .features import atomic_save
+    from .model import average_payloads
+
+    atomic_save(average_payloads(args.models), args.out)
+    print(f"{args.out}\taverage of {len(args.models)} checkpoints")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition toolkit")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -283,6 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arpa-only", action="store_true", help="skip build_binary")
     p.add_argument("--lexicon", help="also write a spelling lexicon of the text's words here")
     p.set_defaults(func=cmd_lm_build)
+    p = sub.add_parser("average", help="average the weights of checkpoints of one model (e.g. its last epochs)")
+    p.add_argument("models", nargs="+", help="model files (epoch<k>.pt, best.pt, last.pt, ...)")
+    p.add_argument("--out", required=True, help="the averaged model file")
+    p.set_defaults(func=cmd_average)
     return parser
 
 

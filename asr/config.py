@@ -129,6 +129,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     patience: int = 5              # epochs without dev improvement before stopping
+    average_last: int = 0          # average the weights of the last N epochs (0, 1: off); the
+                                   # average becomes best.pt when its dev WER is no worse
     seed: int = 1234
     threads: int = 2
     workers: int = 0               # batch-loading processes (0: in the training loop)
@@ -146,6 +148,7 @@ class TrainConfig:
         _require(0 < self.final_lr_ratio <= 1, f"{where}.final_lr_ratio", "must be in (0, 1]")
         _require(self.grad_clip > 0, f"{where}.grad_clip", "must be > 0")
         _require(self.patience >= 1, f"{where}.patience", "must be >= 1")
+        _require(self.average_last >= 0, f"{where}.average_last", "must be >= 0")
         _require(self.threads >= 1, f"{where}.threads", "must be >= 1")
         _require(self.workers >= 0, f"{where}.workers", "must be >= 0")
         _require(self.checkpoint_every >= 0, f"{where}.checkpoint_every", "must be >= 0")

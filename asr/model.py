@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -148,6 +149,47 @@ def model_payload(model: BiLSTMCTC, features: FeatureConfig, tokenizer: CharToke
     }
 
 
+def read_payload(path: str | Path) -> dict:
+    """The model payload of a checkpoint file (a model file, or a training state's model),
+    loaded with ``weights_only=True``; a clear error names the file if it is neither."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling refusals come as several exception types
+        raise ValueError(f"{path}: not a loadable model checkpoint ({type(e).__name__}: {e})") from None
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
+        ckpt = ckpt["model"]          # a training-state checkpoint (last.pt) wraps the model payload
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not an asr model checkpoint (expected format {CHECKPOINT_FORMAT})")
+    return ckpt
+
+
+def average_payloads(paths: Sequence[str | Path], info: dict | None = None) -> dict:
+    """Checkpoint averaging: the element-wise mean of the weights of ``paths`` (models of one
+    architecture and vocabulary, e.g. the last epochs of a run), as a model payload whose
+    configs and vocabulary are the last file's. Averaging the end of a decaying-LR run
+    smooths the epoch-to-epoch wobble of the weights (as ESPnet and icefall do)."""
+    if not paths:
+        raise ValueError("average_payloads: no checkpoints given")
+    payloads = [read_payload(p) for p in paths]
+    last = payloads[-1]
+    for path, p in zip(paths[1:], payloads[1:]):
+        for key in ("model_config", "vocab"):
+            if p[key] != payloads[0][key]:
+                raise ValueError(f"{path}: {key} differs from {paths[0]}'s; only one model's checkpoints average")
+    state = {}
+    for name, value in last["state_dict"].items():
+        if value.is_floating_point():
+            total = sum(p["state_dict"][name].double() for p in payloads)
+            state[name] = (total / len(payloads)).to(value.dtype)
+        else:
+            state[name] = value.clone()       # counters and the like: the last file's
+    return {**last, "state_dict": state,
+            "info": {**last.get("info", {}), **(info or {}), "averaged": [str(p) for p in paths]}}
+
+
 def quantize_int8(model: BiLSTMCTC) -> BiLSTMCTC:
     """Dynamic int8 quantization of the LSTM and linear weights for CPU inference (about 2x
     faster at batch 1). Activations stay float; the original model is not modified."""
@@ -168,17 +210,7 @@ def load_model(path: str | Path, device: str = "cpu", int8: bool = False) -> BiL
     The returned model is in eval mode and carries ``.tokenizer``, ``.feature_config`` and
     ``.info``; ``int8=True`` returns a dynamically quantized copy for fast CPU inference.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # unpickling refusals come as several exception types
-        raise ValueError(f"{path}: not a loadable model checkpoint ({type(e).__name__}: {e})") from None
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
-        ckpt = ckpt["model"]          # a training-state checkpoint (last.pt) wraps the model payload
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an asr model checkpoint (expected format {CHECKPOINT_FORMAT})")
+    ckpt = read_payload(path)
     model_cfg = from_dict(ModelConfig, ckpt["model_config"], "model_config")
     feat_cfg = from_dict(FeatureConfig, ckpt["feature_config"], "feature_config")
     tokenizer = (tokenizer_from_payload(ckpt["tokenizer"]) if "tokenizer" in ckpt

@@ -242,10 +242,16 @@ def results_markdown(cfg: RecipeConfig, results: dict) -> str:
     best = load_model(exp / "best.pt").info
     lines = [f"## {cfg.name}: code {code_version()}, config {cfg.digest()}", "",
              results_table(results), "",
-             f"- best epoch {best.get('epoch')} (dev WER {best.get('dev_wer', float('nan')):.2f}%), "
+             f"- model: {model_origin(best)} (dev WER {best.get('dev_wer', float('nan')):.2f}%), "
              f"model {cfg.model.layers}x{cfg.model.hidden} BiLSTM, stack {cfg.model.stack}",
              "- stage times (s): " + ", ".join(f"{k} {v}" for k, v in times.items())]
     return "\n".join(lines) + "\n"
+
+
+def model_origin(info: dict) -> str:
+    """Which weights a checkpoint holds: one epoch's, or an average of several."""
+    epochs = info.get("averaged_epochs")
+    return f"average of epochs {epochs[0]}-{epochs[-1]}" if epochs else f"best epoch {info.get('epoch')}"
 
 
 def results_table(results: dict) -> str:

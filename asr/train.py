@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -21,7 +22,7 @@ from .data import BatchIterator, Utterance, report_skipped, validate_utterances
 from .decode import decode_features
 from .distributed import Dist, init_from_env
 from .features import LazyFeatures, atomic_save, compute_cmvn
-from .model import BiLSTMCTC, count_parameters, model_payload
+from .model import BiLSTMCTC, average_payloads, count_parameters, model_payload
 from .score import error_rates
 from .text import Tokenizer
 
@@ -269,10 +270,58 @@ def train(cfg: RecipeConfig, train_set: TrainingSet, dev_set: TrainingSet, exp_d
         if capped:
             say(f"[train] stopping: max_minutes={tc.max_minutes} reached", file=sys.stderr)
             break
+    averaged = average_last_epochs(tr, dev_set)
     if log:
+        if averaged:
+            log.write(json.dumps(averaged) + "\n")
         log.close()
     dist.barrier()
     return exp_dir / "best.pt"
+
+
+def epoch_path(exp_dir: Path, epoch: int) -> Path:
+    return exp_dir / f"epoch{epoch}.pt"
+
+
+def keep_epoch_model(tr: Trainer, info: dict) -> None:
+    """With ``train.average_last`` = N >= 2, the model of each epoch end is written as
+    ``epoch<k>.pt``; those older than the last N are deleted."""
+    n, epoch = tr.cfg.train.average_last, info["epoch"]
+    if n < 2 or not tr.dist.main:
+        return
+    atomic_save(model_payload(tr.model, tr.cfg.features, tr.tokenizer, info), epoch_path(tr.exp_dir, epoch))
+    for old in tr.exp_dir.glob("epoch*.pt"):
+        if old.stem[5:].isdigit() and int(old.stem[5:]) <= epoch - n:
+            old.unlink()
+
+
+def average_last_epochs(tr: Trainer, dev_set: TrainingSet) -> dict | None:
+    """Average the models of the last ``train.average_last`` epochs into ``avg.pt`` and score
+    it on dev; it becomes ``best.pt`` when its WER is no worse than the best single epoch's
+    (which is then kept as ``best_single.pt``). Returns the log record, or None when off."""
+    n, done, exp = tr.cfg.train.average_last, tr.prog.epoch, tr.exp_dir
+    tr.dist.barrier()                              # rank 0 wrote the epoch files
+    epochs = [e for e in range(max(1, done - n + 1), done + 1) if epoch_path(exp, e).exists()]
+    if n < 2 or len(epochs) < 2:
+        return None
+    payload = average_payloads([epoch_path(exp, e) for e in epochs])
+    tr.model.load_state_dict(payload["state_dict"])
+    rates = evaluate(tr.model, dev_set, tr.cfg.decode.batch_frames, tr.dist)
+    payload["info"].update(epoch=done, averaged_epochs=epochs, dev_wer=rates["wer"])
+    chosen = rates["wer"] <= tr.prog.best
+    if tr.dist.main:
+        atomic_save(payload, exp / "avg.pt")
+        best, single = exp / "best.pt", exp / "best_single.pt"
+        if chosen:
+            if best.exists() and not single.exists():
+                os.replace(best, single)
+            atomic_save(payload, best)
+        elif single.exists():
+            os.replace(single, best)
+        print(f"[train] average of epochs {epochs[0]}-{epochs[-1]}: dev WER {rates['wer']:.2f}% "
+              f"CER {rates['cer']:.2f}% (best single epoch {tr.prog.best:.2f}%)"
+              f"{': best.pt' if chosen else ''}", file=sys.stderr)
+    return {"averaged_epochs": epochs, **rates, "chosen": chosen}
 
 
 def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
@@ -286,11 +335,12 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
     stats.update(evaluate(tr.model, dev_set, cfg.decode.batch_frames, tr.dist))
     improved = stats["wer"] < p.best
     p.best, p.bad_epochs = (stats["wer"], 0) if improved else (p.best, p.bad_epochs + 1)
+    info = {"epoch": p.epoch + 1, "dev_wer": stats["wer"], "config": to_dict(cfg),
+            "precision": precision_name(tr.amp)}
     if improved and tr.dist.main:
-        atomic_save(model_payload(tr.model, cfg.features, tr.tokenizer,
-                                  {"epoch": p.epoch + 1, "dev_wer": stats["wer"], "config": to_dict(cfg),
-                                   "precision": precision_name(tr.amp)}),
-                    tr.exp_dir / "best.pt")
+        atomic_save(model_payload(tr.model, cfg.features, tr.tokenizer, info), tr.exp_dir / "best.pt")
+        (tr.exp_dir / "best_single.pt").unlink(missing_ok=True)   # stale once a new epoch is best
+    keep_epoch_model(tr, info)
     p.history.append(stats)
     p.new_epoch()
     tr.save_state()

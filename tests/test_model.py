@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from asr.config import FeatureConfig
 from asr.features import atomic_save
-from asr.model import load_model, model_payload, reverse_padded
+from asr.model import average_payloads, load_model, model_payload, reverse_padded
 from asr.text import CharTokenizer
 
 
@@ -144,3 +144,26 @@ def test_utterance_cvn_removes_per_channel_gain_and_offset():
         assert float(a[1, 60:].abs().max()) == 0.0                # padding stays zero
         if cvn:
             torch.testing.assert_close(a[0].std(0, unbiased=False), torch.ones(80), atol=1e-4, rtol=1e-4)
+
+
+def test_average_payloads_is_the_elementwise_mean(tmp_path, tiny_model):
+    paths = []
+    for i, scale in enumerate((1.0, 2.0, 6.0)):
+        with torch.no_grad():
+            for p in tiny_model.parameters():
+                p.fill_(scale)
+        paths.append(tmp_path / f"epoch{i}.pt")
+        atomic_save(model_payload(tiny_model, FeatureConfig(), CharTokenizer(), {"epoch": i}), paths[-1])
+    atomic_save(average_payloads(paths, {"note": "avg"}), tmp_path / "avg.pt")
+    avg = load_model(tmp_path / "avg.pt")
+    assert all(torch.allclose(p, torch.full_like(p, 3.0)) for p in avg.parameters())
+    assert avg.info["epoch"] == 2 and avg.info["note"] == "avg" and len(avg.info["averaged"]) == 3
+    other = tiny_model.__class__(tiny_model.cfg.__class__(stack=3, hidden=8, layers=1), 80, 30)
+    atomic_save(model_payload(other, FeatureConfig(), CharTokenizer()), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: model_config differs"):
+        average_payloads([paths[0], tmp_path / "other.pt"])
+    from asr.cli import main
+
+    assert main(["average", "--out", str(tmp_path / "cli.pt"), *map(str, paths)]) == 0
+    assert torch.equal(next(load_model(tmp_path / "cli.pt").parameters()), next(avg.parameters()))
+    assert main(["average", "--out", str(tmp_path / "x.pt"), str(paths[0]), str(tmp_path / "nope.pt")]) == 2

@@ -14,6 +14,7 @@ import torch
 from asr.config import AugmentConfig, DataConfig, ModelConfig, RecipeConfig, TrainConfig
 from asr.data import Utterance
 from asr.model import load_model
+import asr.train as T
 from asr.text import CharTokenizer
 from asr.train import TrainingSet, build_set, ctc_min_frames, lr_lambda, native_bf16, resolve_amp, train
 
@@ -82,6 +83,36 @@ def test_train_learns_and_keeps_best(tmp_path):
     assert min(e["wer"] for e in log) < 50.0
     model = load_model(best)
     assert model.info["dev_wer"] == min(e["wer"] for e in log)
+
+
+def test_average_last_epochs(tmp_path, monkeypatch):
+    """``train.average_last``: the last N epoch models are kept, averaged into avg.pt and scored
+    on dev; best.pt is the average exactly when its dev WER is no worse than every epoch's."""
+    cfg = _cfg(tmp_path, epochs=5)
+    cfg = replace(cfg, train=replace(cfg.train, average_last=3))
+    best = train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+    assert sorted(p.name for p in tmp_path.glob("epoch*.pt")) == ["epoch3.pt", "epoch4.pt", "epoch5.pt"]
+    *epochs, record = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert len(epochs) == 5 and record["averaged_epochs"] == [3, 4, 5]
+    avg = load_model(tmp_path / "avg.pt")
+    assert avg.info["dev_wer"] == record["wer"] and avg.info["averaged_epochs"] == [3, 4, 5]
+    singles = [load_model(tmp_path / f"epoch{e}.pt") for e in (3, 4, 5)]
+    for name, p in avg.named_parameters():
+        torch.testing.assert_close(p, sum(dict(m.named_parameters())[name] for m in singles) / 3)
+    best_wer = min(e["wer"] for e in epochs)
+    assert record["chosen"] == (record["wer"] <= best_wer)
+    # a finished run called again only re-averages: same record
+    train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+    assert json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[-1]) == record
+    # an average better than every epoch becomes best.pt; the single best is kept aside ...
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"wer": 0.0, "cer": 0.0})
+    train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+    assert load_model(best).info["averaged_epochs"] == [3, 4, 5]
+    assert load_model(tmp_path / "best_single.pt").info["dev_wer"] == best_wer
+    # ... and a worse one restores it
+    monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"wer": 100.0, "cer": 100.0})
+    train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+    assert load_model(best).info["dev_wer"] == best_wer and not (tmp_path / "best_single.pt").exists()
 
 
 def test_bf16_autocast_training_learns_and_auto_resolves(tmp_path, monkeypatch):
