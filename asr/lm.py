@@ -1,7 +1,7 @@
 """Word n-gram language models (KenLM) and lexicons for lexicon-constrained CTC beam search.
 
 ``lmplz`` and ``build_binary`` are KenLM's command-line builders, compiled from the PyPI ``kenlm``
-source distribution by ``scripts/build_kenlm.sh``; the ``kenlm`` Python module scores text.
+source distribution by ``scripts/build_kenlm.sh``; flashlight-text's KenLM scores text.
 """
 from __future__ import annotations
 
@@ -115,10 +115,21 @@ def oov_rate(texts: Iterable[str], vocab: set[str]) -> float:
 
 
 def perplexity(lm_path: str | Path, texts: Sequence[str]) -> float:
-    """Corpus perplexity of ``texts`` under a KenLM model (sentence boundaries included)."""
-    import kenlm
+    """Corpus perplexity of ``texts`` under a KenLM model, ARPA or binary (sentence boundaries
+    included, out-of-vocabulary words scored as ``<unk>``), through flashlight-text's KenLM,
+    the one the beam decoder uses."""
+    from flashlight.lib.text.decoder import KenLM
+    from flashlight.lib.text.dictionary import Dictionary
 
-    model = kenlm.Model(str(require_file(lm_path, "language model", BUILD_HINT)))
-    log10 = sum(model.score(t, bos=True, eos=True) for t in texts)
+    words = sorted({w for t in texts for w in t.split()})
+    vocab = Dictionary(words or ["<unk>"])
+    model = KenLM(str(require_file(lm_path, "language model", BUILD_HINT)), vocab)
+    log10 = 0.0
+    for text in texts:
+        state = model.start(False)                   # after <s>
+        for word in text.split():
+            state, score = model.score(state, vocab.get_index(word))
+            log10 += score
+        log10 += model.finish(state)[1]              # </s>
     tokens = sum(len(t.split()) + 1 for t in texts)
     return math.pow(10.0, -log10 / max(tokens, 1))

@@ -33,6 +33,17 @@ def test_build_lm_arpa_and_binary(tmp_path):
     assert perplexity(tmp_path / "lm" / "lm.arpa", TEXT[:1]) == pytest.approx(seen, rel=1e-3)
 
 
+def test_perplexity_of_a_hand_written_bigram_lm(tmp_path):
+    """log10 P: unigrams a -0.5 (backoff -0.1), b -1.0, </s> -0.3, <unk> -2.0; bigram "a b" -0.2."""
+    arpa = tmp_path / "bi.arpa"
+    arpa.write_text("\\data\\\nngram 1=5\nngram 2=1\n\n\\1-grams:\n-0.3\t</s>\n-99\t<s>\t0\n"
+                    "-2.0\t<unk>\n-0.5\ta\t-0.1\n-1.0\tb\n\n\\2-grams:\n-0.2\ta b\n\n\\end\\\n")
+    # a|<s> -0.5, b|a -0.2, </s>|b -0.3
+    assert perplexity(arpa, ["a b"]) == pytest.approx(10 ** ((0.5 + 0.2 + 0.3) / 3), rel=1e-5)
+    # a|<s> -0.5, </s>|a -0.1 - 0.3; <unk>|<s> -2.0, b|<unk> -1.0, </s>|b -0.3
+    assert perplexity(arpa, ["a", "zebra b"]) == pytest.approx(10 ** ((0.5 + 0.4 + 2.0 + 1.0 + 0.3) / 5), rel=1e-5)
+
+
 def test_build_lm_arpa_only_and_pruned(tmp_path):
     text = tmp_path / "text.txt"
     text.write_text("\n".join(TEXT) + "\n")
