@@ -139,7 +139,7 @@ class TrainConfig:
     device: str = "cpu"            # cpu | cuda | auto
     amp: str = "off"               # off | bf16 | fp16 | auto (autocast; fp16 adds loss scaling;
                                    # auto: bf16 where the device computes it natively, else off)
-    progress: bool = True
+    progress: bool = True          # a progress bar per epoch (on a terminal only)
 
     def check(self, where: str) -> None:
         _require(self.epochs >= 1, f"{where}.epochs", "must be >= 1")

@@ -466,8 +466,9 @@ def run_epoch(tr: Trainer) -> bool:
     tr.model.train()
     plan = tr.batches.epoch(p.epoch)
     spent = sum(h["time_s"] for h in p.history)
-    bar = tqdm(total=len(plan), initial=p.batch, desc=f"epoch {p.epoch + 1}", disable=not tc.progress,
-               leave=False, mininterval=2.0, file=sys.stderr)
+    bar = tqdm(total=len(plan), initial=p.batch, desc=f"epoch {p.epoch + 1}", leave=False,
+               mininterval=2.0, file=sys.stderr,
+               disable=not (tc.progress and sys.stderr.isatty()))     # no bar frames in log files
     t0 = time.perf_counter()
     for index, collated in epoch_batches(tr, plan):
         run_batch(tr, plan[index], index, collated)

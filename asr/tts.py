@@ -181,21 +181,21 @@ def _festival_batch(jobs: Sequence[Job], name: str, paths: Sequence[Path]) -> No
         Path(f.name).unlink(missing_ok=True)
 
 
-_PIPER_CACHE: dict = {}
+def _piper_voice(name: str, seed: int):
+    """A piper voice with a fresh onnxruntime session whose random ops (VITS samples its noise
+    and durations inside the graph) are seeded with ``seed``: onnxruntime seeds them when the
+    session is created, so one session per chunk of jobs makes the audio reproducible whichever
+    worker process synthesizes the chunk."""
+    import onnxruntime as ort
+    from piper import PiperVoice
+    pkg = importlib.import_module(PIPER_VOICES.get(name, name))
+    onnx = next((Path(pkg.__file__).parent / "data").glob("*.onnx"))
+    ort.set_seed(seed % 2**31)
+    return PiperVoice.load(str(onnx))
 
 
-def _piper_voice(name: str):
-    if name not in _PIPER_CACHE:
-        from piper import PiperVoice
-        pkg = importlib.import_module(PIPER_VOICES.get(name, name))
-        onnx = next((Path(pkg.__file__).parent / "data").glob("*.onnx"))
-        _PIPER_CACHE[name] = PiperVoice.load(str(onnx))
-    return _PIPER_CACHE[name]
-
-
-def _synth_piper(job: Job, name: str, path: Path) -> None:
+def _synth_piper(job: Job, voice, path: Path) -> None:
     from piper import SynthesisConfig
-    voice = _piper_voice(name)
     rng = random.Random(job.seed)
     cfg = SynthesisConfig(length_scale=1 / native_params(job)[0], noise_scale=rng.uniform(0.4, 0.9),
                           noise_w_scale=rng.uniform(0.5, 1.0))
@@ -308,6 +308,7 @@ def _synth_chunk(args: tuple[list[Job], str]) -> tuple[list[Utterance], list[str
                 _festival_batch(jobs, name, raw_paths)
             except (SynthError, subprocess.TimeoutExpired) as e:
                 return [], [f"{j.utt_id}\t{e}" for j in jobs]
+        piper = _piper_voice(name, jobs[0].seed) if engine == "piper" else None
         for job, raw in zip(jobs, raw_paths):
             try:
                 if engine == "espeak":
@@ -315,7 +316,7 @@ def _synth_chunk(args: tuple[list[Job], str]) -> tuple[list[Utterance], list[str
                 elif engine == "flite":
                     _synth_flite(job, name, raw)
                 elif engine == "piper":
-                    _synth_piper(job, name, raw)
+                    _synth_piper(job, piper, raw)
                 elif engine == "kokoro":
                     _synth_kokoro(job, name, raw)
                 samples, rate = sf.read(str(raw), dtype="float32")
