@@ -1,9 +1,17 @@
-"""asr: a small, reproducible BiLSTM-CTC speech recognition toolkit."""
-__version__ = "0.1.0"
+"""asr: a small, reproducible BiLSTM-CTC speech recognition toolkit.
+
+    import asr
+    rec = asr.load("exp/digits/best.pt")          # a Recognizer: model, tokenizer, features, decoder
+    rec.transcribe("recording.flac").text
+"""
+__version__ = "0.2.0"
 
 
-def load_model(path, device: str = "cpu", int8: bool = False):
-    """Load a self-describing checkpoint; see :func:`asr.model.load_model`."""
-    from .model import load_model as _load
+def load(path, device: str = "cpu", int8: bool = False, decode=None, method=None):
+    """Load a checkpoint as a :class:`asr.recognizer.Recognizer`; see :func:`asr.recognizer.load`."""
+    from .recognizer import load as _load
 
-    return _load(path, device, int8)
+    return _load(path, device, int8, decode, method)
+
+
+load_model = load          # the name used before the Recognizer existed

@@ -7,13 +7,15 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .errors import AsrError
+
 SAMPLE_RATE_HZ = 16000
 MIN_SOURCE_RATE_HZ = 4000      # below this no speech band survives
 MAX_SOURCE_RATE_HZ = 384000
 SILENCE_PEAK = 1e-4            # peak amplitude below which a file holds no usable signal
 
 
-class AudioError(ValueError):
+class AudioError(AsrError):
     """An audio file cannot be used; the message names the file and the reason."""
 
 

@@ -3,18 +3,48 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 from .audio import SAMPLE_RATE_HZ
-from .config import ConfigError, RecipeConfig, load_config, parse_override
+from .config import ConfigError, parse_override
+from .errors import AsrError
+
+log = logging.getLogger("asr.cli")
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".w64"}
 
 
-def _config(args) -> RecipeConfig:
+class _ShortNames(logging.Formatter):
+    """``[train] message`` for logger ``asr.train``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.short = record.name.removeprefix("asr.").removeprefix("corpora.")
+        return super().format(record)
+
+
+def setup_logging(verbosity: int = 0) -> None:
+    """Library logs to stderr: INFO by default, DEBUG with ``-v``, WARNING with ``-q``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_ShortNames("[%(short)s] %(message)s"))
+    root = logging.getLogger("asr")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbosity > 0 else logging.WARNING if verbosity < 0 else logging.INFO)
+    root.propagate = False
+
+
+def _add_verbosity(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=0,
+                   help="debug logging")
+    p.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", help="warnings only")
+
+
+def _config(args):
+    from .recipe import load_config
+
     return load_config(args.config, dict(parse_override(o) for o in args.set or []))
 
 
@@ -48,18 +78,20 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .recipe import features_stage, train_stage
+    from .recipe import RecipePaths, features_stage, run_stage, train_stage
 
     cfg = _config(args)
-    features_stage(cfg)
-    train_stage(cfg)
-    print(Path(cfg.exp_dir) / "best.pt")
+    run_stage(cfg, features_stage)
+    run_stage(cfg, train_stage)
+    print(RecipePaths.of(cfg).best_model)
     return 0
 
 
 def _add_decoding(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
-    g.add_argument("--method", "--decoder", dest="method", choices=["greedy", "beam", "beam_lm"],
+    from .decode import DECODE_METHODS
+
+    g.add_argument("--method", "--decoder", dest="method", choices=DECODE_METHODS,
                    default="greedy", help="greedy, CTC beam search, or lexicon + word LM beam search")
     g.add_argument("--beam-size", type=int, default=50)
     g.add_argument("--lexicon", default="", help="beam_lm: spelling lexicon (asr lm build --lexicon)")
@@ -70,13 +102,10 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tuned", help="a recipe's decode/tuned.json: take lm_weight and word_score from it")
 
 
-def _decoder(args, model):
-    """The decoder the command line asks for (None: greedy)."""
-    from .config import DecodeConfig
-    from .decode import make_decoder
+def _decoder(args, rec):
+    """The decoder the command line asks for."""
+    from .decode import DecodeConfig
 
-    if args.method == "greedy":
-        return None
     lm_weight, word_score = args.lm_weight, args.word_score
     if args.tuned:
         tuned = json.loads(Path(args.tuned).read_text())
@@ -84,18 +113,17 @@ def _decoder(args, model):
     cfg = DecodeConfig(method=args.method, beam_size=args.beam_size, lexicon=args.lexicon, lm=args.lm,
                        lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score)
     cfg.check("decode options")
-    return make_decoder(model.tokenizer, cfg)
+    return rec.make_decoder(cfg)
 
 
 def cmd_decode(args) -> int:
     from .data import read_manifest
-    from .decode import decode_utterances
-    from .model import load_model
+    from .recognizer import decode_utterances, load
     from .score import error_rates, write_kaldi_text
 
-    model = load_model(args.model)
+    rec = load(args.model)
     utts = read_manifest(args.manifest)
-    hyps, timing = decode_utterances(model, utts, decoder=_decoder(args, model))
+    hyps, timing, _ = decode_utterances(rec, utts, decoder=_decoder(args, rec))
     write_kaldi_text(hyps, args.out)
     rates = error_rates({u.id: u.text for u in utts}, hyps)
     print(json.dumps({**rates.as_dict(), "rtf": round(timing["rtf"], 5)}))
@@ -133,13 +161,12 @@ def cmd_score(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .data import read_manifest
-    from .decode import decode_utterances
-    from .model import load_model
+    from .recognizer import decode_utterances, load
     from .score import score_texts, write_kaldi_text
 
-    model = load_model(args.model)
+    rec = load(args.model)
     utts = read_manifest(args.manifest)
-    hyps, timing = decode_utterances(model, utts, decoder=_decoder(args, model))
+    hyps, timing, _ = decode_utterances(rec, utts, decoder=_decoder(args, rec))
     refs = {u.id: u.text for u in utts}
     report = score_texts(refs, hyps, _normalizer(args), None, args.bootstrap, args.out_dir)
     if args.out_dir:
@@ -180,11 +207,11 @@ def cmd_transcribe(args) -> int:
     from tqdm import tqdm
 
     from .audio import AudioError
-    from .model import load_model
+    from .recognizer import load
     from .transcribe import SegmentOptions, transcribe, write_outputs
 
-    model = load_model(args.model, int8=args.int8)
-    decoder = _decoder(args, model)
+    rec = load(args.model, int8=args.int8)
+    rec = rec.with_decoder(_decoder(args, rec))
     opts = SegmentOptions(max_segment_s=args.max_segment)
     formats = [f for f in args.formats.split(",") if f]
     jobs = []                                  # (path, id)
@@ -196,10 +223,10 @@ def cmd_transcribe(args) -> int:
     t0, audio_s, failures, kaldi = time.perf_counter(), 0.0, [], {}
     for path, uid in tqdm(jobs, desc="transcribe", unit="file", disable=not sys.stderr.isatty()):
         try:
-            tr = transcribe(model, path, opts=opts, decoder=decoder)
+            tr = transcribe(rec, path, opts=opts)
         except AudioError as e:
             failures.append(str(e))
-            print(f"[transcribe] failed: {e}", file=sys.stderr)
+            log.error("failed: %s", e)
             continue
         audio_s += tr.duration
         kaldi[uid] = tr.text
@@ -212,8 +239,8 @@ def cmd_transcribe(args) -> int:
 
         write_kaldi_text(kaldi, Path(args.output_dir) / "text")
     elapsed = time.perf_counter() - t0
-    print(f"[transcribe] {len(kaldi)} files, {audio_s:.1f}s audio in {elapsed:.1f}s, "
-          f"RTF {elapsed / max(audio_s, 1e-9):.4f}; {len(failures)} failed", file=sys.stderr)
+    log.info("%d files, %.1fs audio in %.1fs, RTF %.4f; %d failed", len(kaldi), audio_s, elapsed,
+             elapsed / max(audio_s, 1e-9), len(failures))
     return 1 if failures else 0
 
 
@@ -231,8 +258,8 @@ def cmd_lm_build(args) -> int:
 
 
 def cmd_average(args) -> int:
-    from .features import atomic_save
-    from .model import average_payloads
+    from .checkpoint import average_payloads
+    from .files import atomic_save
 
     atomic_save(average_payloads(args.models), args.out)
     print(f"{args.out}\taverage of {len(args.models)} checkpoints")
@@ -241,9 +268,12 @@ def cmd_average(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition toolkit")
+    _add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="prepare a corpus (synthesize, or read a local copy) into manifests")
-    p.add_argument("corpus", choices=["digits", "librispeech", "mini_librispeech", "an4", "common_voice", "kaldi"])
+    from .corpora.real import PREPARERS
+
+    p.add_argument("corpus", choices=["digits", *PREPARERS, "kaldi"])
     p.add_argument("--out", help="output directory (digits: default data_dir from the config)")
     p.add_argument("--root", help="corpus folder (a Kaldi data dir for 'kaldi')")
     p.add_argument("--split", help="corpus subset, e.g. dev-clean, train, test; the manifest's name")
@@ -301,32 +331,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.verbosity)
+    return _run(lambda: args.func(args), f"asr {args.command}")
+
+
+def _run(fn, what: str) -> int:
+    """Run ``fn``: an :class:`AsrError` (bad input, config or environment) becomes one line and
+    exit 2; anything else is a bug and keeps its traceback."""
     try:
-        return args.func(args)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"asr {args.command}: error: {e}", file=sys.stderr)
+        return fn()
+    except AsrError as e:
+        print(f"{what}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{what}: interrupted", file=sys.stderr)
+        return 130
 
 
 def recipe_main(stages, default_config: Path, argv: Sequence[str] | None = None) -> int:
     """Stage runner shared by recipe ``run.py`` scripts."""
-    from .recipe import code_version, run_stages
+    from .recipe import RecipePaths, code_version, results_table, run_stages
 
-    p = argparse.ArgumentParser(description="run a recipe's stages")
+    p = argparse.ArgumentParser(description="run a recipe's stages: " + ", ".join(
+        f"{i} {st.name}" for i, st in enumerate(stages)))
     _add_config(p, required=False, default=str(default_config))
+    _add_verbosity(p)
     p.add_argument("--stage", type=int, default=0, help="first stage to run")
     p.add_argument("--stop-stage", type=int, default=len(stages) - 1, help="last stage to run")
     p.add_argument("--force", action="store_true", help="rerun stages even if finished")
     args = p.parse_args(argv)
-    try:
+    setup_logging(args.verbosity)
+
+    def go() -> int:
         cfg = _config(args)
-        print(f"[recipe] {cfg.name}: config {args.config} ({cfg.digest()}), code {code_version()}, "
-              f"{SAMPLE_RATE_HZ} Hz", file=sys.stderr)
+        log.info("%s: config %s (%s), code %s, %d Hz", cfg.name, args.config, cfg.digest(), code_version(),
+                 SAMPLE_RATE_HZ)
         run_stages(cfg, stages, args.stage, args.stop_stage, args.force)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+        results = RecipePaths.of(cfg).exp_dir / "results.json"
+        if args.stop_stage >= len(stages) - 1 and results.exists():
+            print(results_table(json.loads(results.read_text())))     # the table the recipe ends with
+        return 0
+    return _run(go, "recipe")
 
 
 if __name__ == "__main__":

@@ -4,23 +4,71 @@ from __future__ import annotations
 import json
 import math
 import random
-import sys
-from dataclasses import asdict, dataclass, replace
+import logging
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .audio import AudioError, load_audio
-from .config import AugmentConfig
+from .config import require
+from .errors import AsrError, Problem
 from .text import CharTokenizer, normalize_text
+
+log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = ("id", "audio", "duration", "text", "speaker")
 
+OovPolicy = Literal["map", "drop", "fail"]
+FeatureStorage = Literal["cache", "on_the_fly"]
 
-class ManifestError(ValueError):
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What counts as usable training data."""
+
+    oov_policy: OovPolicy = "map"  # characters outside the vocabulary: map | drop | fail
+    min_duration_s: float = 0.1
+    max_duration_s: float = 60.0   # longer utterances would blow up batch memory
+    features: FeatureStorage = "cache"  # cache: computed once, kept in RAM | on_the_fly: from audio per batch
+    cmvn_utterances: int = 0       # >0: global CMVN from this many random training utterances
+    # speaker prefix -> times each matching training utterance is seen per epoch (a scarce,
+    # costly-to-make part of the data, e.g. {"kokoro:": 3}); augmentation differs per copy
+    oversample: dict[str, int] = field(default_factory=dict)
+
+    def check(self, where: str) -> None:
+        for prefix, times in self.oversample.items():
+            require(times >= 1, f"{where}.oversample.{prefix}", "must be >= 1")
+        require(self.cmvn_utterances >= 0, f"{where}.cmvn_utterances", "must be >= 0")
+        require(0 <= self.min_duration_s < self.max_duration_s, f"{where}.max_duration_s",
+                 "must be > min_duration_s >= 0")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly augmentation of cached features during training."""
+
+    speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)   # time-stretch of the feature sequence
+    freq_masks: int = 2
+    freq_mask_width: int = 15      # mel bins
+    time_masks: int = 2
+    time_mask_ratio: float = 0.05  # max width of one time mask, fraction of the utterance
+    gain_db: float = 6.0           # random +- level shift (log-mel offset)
+    warp_range: tuple[float, float] = (1.0, 1.0)  # VTLP-style mel-axis warp factor range
+
+    def check(self, where: str) -> None:
+        require(all(0.5 <= f <= 2.0 for f in self.speed_factors), f"{where}.speed_factors",
+                 "each factor must be in [0.5, 2.0]")
+        require(self.freq_masks >= 0 and self.time_masks >= 0, f"{where}.*_masks", "must be >= 0")
+        require(0.0 <= self.time_mask_ratio < 0.5, f"{where}.time_mask_ratio", "must be in [0, 0.5)")
+        require(0.7 <= self.warp_range[0] <= self.warp_range[1] <= 1.3, f"{where}.warp_range",
+                 "must satisfy 0.7 <= low <= high <= 1.3")
+
+
+class ManifestError(AsrError):
     """A manifest line is malformed; the message names the file and line."""
 
 
@@ -94,50 +142,50 @@ def write_manifest(utts: Sequence[Utterance], path: str | Path) -> None:
     tmp.replace(path)
 
 
-class DataError(ValueError):
+class DataError(AsrError):
     """Training data that the configured policy refuses (``oov_policy: fail``)."""
 
 
-def apply_oov_policy(u: Utterance, tokenizer: CharTokenizer, policy: str) -> tuple[Utterance | None, str]:
-    """Return the utterance to use (or None to skip) and a note for the report ('' if clean).
+def apply_oov_policy(u: Utterance, tokenizer: CharTokenizer, policy: str) -> tuple[Utterance | None, Problem | None]:
+    """Return the utterance to use (or None to skip) and a problem for the report (None if clean).
 
     ``map``: normalise the text (case, digits, punctuation), then remove remaining unknown
     characters; ``drop``: skip the utterance; ``fail``: raise :class:`DataError`.
     """
     bad = tokenizer.unknown_chars(u.text)
     if not bad:
-        return u, ""
+        return u, None
     shown = "".join(sorted(bad))
     if policy == "fail":
         raise DataError(f"{u.id}: characters outside the vocabulary: {shown!r} (data.oov_policy=fail)")
     if policy == "drop":
-        return None, f"{u.id}\tcharacters outside the vocabulary: {shown!r} (dropped)"
+        return None, Problem(u.id, f"characters outside the vocabulary: {shown!r} (dropped)")
     text = normalize_text(u.text)
     text = " ".join("".join(c for c in text if not tokenizer.unknown_chars(c)).split())
     if not text:
-        return None, f"{u.id}\tnothing left after mapping {shown!r}"
-    return replace(u, text=text), f"{u.id}\tmapped {shown!r}: {u.text!r} -> {text!r}"
+        return None, Problem(u.id, f"nothing left after mapping {shown!r}")
+    return replace(u, text=text), Problem(u.id, f"mapped {shown!r}: {u.text!r} -> {text!r}", "mapped")
 
 
 def validate_utterances(utts: Sequence[Utterance], tokenizer: CharTokenizer, check_audio: bool = True,
                         oov_policy: str = "drop", max_duration_s: float = float("inf"),
-                        ) -> tuple[list[Utterance], list[str]]:
-    """Split into usable utterances and ``"id\treason"`` notes (empty text, unknown characters
+                        ) -> tuple[list[Utterance], list[Problem]]:
+    """Split into usable utterances and problems (empty text, unknown characters
     handled by ``oov_policy``, too long, missing audio). Nothing is dropped silently: every
     skipped or changed utterance has a note."""
     good, notes = [], []
     for u in utts:
         if not u.text.strip():
-            notes.append(f"{u.id}\tempty transcript")
+            notes.append(Problem(u.id, "empty transcript"))
             continue
         if u.duration > max_duration_s:
-            notes.append(f"{u.id}\ttoo long: {u.duration:.1f} s > data.max_duration_s={max_duration_s}")
+            notes.append(Problem(u.id, f"too long: {u.duration:.1f} s > data.max_duration_s={max_duration_s}"))
             continue
         if check_audio and not Path(u.audio).is_file():
-            notes.append(f"{u.id}\taudio file not found: {u.audio}")
+            notes.append(Problem(u.id, f"audio file not found: {u.audio}"))
             continue
         kept, note = apply_oov_policy(u, tokenizer, oov_policy)
-        if note:
+        if note is not None:
             notes.append(note)
         if kept is not None:
             good.append(kept)
@@ -149,20 +197,6 @@ def load_utterance_audio(u: Utterance, **checks) -> np.ndarray:
     if u.offset is None:
         return load_audio(u.audio, **checks)
     return load_audio(u.audio, start_s=u.offset, stop_s=u.offset + u.duration, **checks)
-
-
-def report_skipped(problems: Sequence[str], total: int, what: str, report: Path | None) -> None:
-    """Print counts of skipped / changed items to stderr and list them all in ``report``."""
-    if not problems:
-        return
-    mapped = sum("\tmapped " in p for p in problems)
-    print(f"[{what}] {len(problems) - mapped} of {total} utterances skipped, {mapped} mapped "
-          f"(see {report or 'below'})", file=sys.stderr)
-    if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text("\n".join(problems) + "\n", encoding="utf-8")
-    else:
-        print("\n".join(problems), file=sys.stderr)
 
 
 def oversample(utts: Sequence[Utterance], times: dict[str, int]) -> list[Utterance]:
@@ -297,7 +331,7 @@ class BatchIterator:
                 feats.append(self.feats[i].float())
                 kept.append(i)
             except AudioError as e:
-                print(f"[train] skipping utterance: {e}", file=sys.stderr)
+                log.warning("skipping utterance: %s", e)
         if not feats:
             return None
         if self.augment_cfg is not None:

@@ -1,27 +1,81 @@
 """CTC decoding behind one interface: greedy, beam search without LM, and lexicon-constrained
 beam search with a word n-gram LM (``torchaudio.models.decoder.ctc_decoder``: flashlight-text +
-KenLM); plus batch decoding of features and manifests."""
+KenLM).
+
+A decoder maps ``(log_probs (B, T, V), out_lens (B,))`` to one :class:`Hypothesis` per utterance:
+the decoded token ids (CTC-collapsed, no blanks), the text and a score. Alignment and
+confidence use those ids, so they describe exactly what was decoded (for BPE, re-encoding the
+text can give other pieces). ``DECODERS`` is the registry of methods.
+"""
 from __future__ import annotations
 
-import sys
-import time
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Sequence
 
 import torch
 
-from .audio import AudioError
-from .config import DecodeConfig
-from .data import Utterance, bucket_batches, load_utterance_audio, pad_batch
-from .features import cached_extractor, feature_lengths
+from .config import ConfigError, require
+from .data import pad_batch
+from .errors import MissingFileError
 from .lm import LEXICON_HINT, require_file
-from .model import BiLSTMCTC
 from .text import WORD_START, Tokenizer
 
 SIL_TOKEN = "|"       # flashlight's word boundary; stands for the tokenizer's space
 UNK_WORD = "<unk>"
 
+DecodeMethod = Literal["greedy", "beam", "beam_lm"]
+DECODE_METHODS: tuple[str, ...] = typing.get_args(DecodeMethod)
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Decoding: greedy best path, CTC beam search without LM, or lexicon + word n-gram LM beam."""
+
+    method: DecodeMethod = "greedy"               # what `asr decode` / `asr transcribe` use by default
+    methods: tuple[DecodeMethod, ...] = ()        # what a recipe's decode stage compares (empty: method)
+    batch_frames: int = 40000
+    beam_size: int = 50
+    beam_size_token: int = 0               # tokens considered per frame (0: all)
+    beam_threshold: float = 25.0           # prune hypotheses this far below the best (log domain)
+    lm_weight: float = 1.0
+    word_score: float = 0.0                # added per emitted word (insertion bonus)
+    unk_score: float = float("-inf")       # word not in the lexicon (-inf: never)
+    sil_score: float = 0.0
+    lexicon: str = ""                      # beam_lm: "word c h a r s |" per line
+    lm: str = ""                           # beam_lm: KenLM .arpa or binary
+    tune_lm_weights: tuple[float, ...] = ()   # grid searched on dev by a recipe's tune stage
+    tune_word_scores: tuple[float, ...] = ()
+    tune_beam_size: int = 50
+
+    def check(self, where: str) -> None:
+        require(self.beam_size >= 1, f"{where}.beam_size", "must be >= 1")
+        require(self.tune_beam_size >= 1, f"{where}.tune_beam_size", "must be >= 1")
+        require(self.beam_size_token >= 0, f"{where}.beam_size_token", "must be >= 0")
+        require(self.beam_threshold > 0, f"{where}.beam_threshold", "must be > 0")
+        require(bool(self.tune_lm_weights) == bool(self.tune_word_scores), f"{where}.tune_word_scores",
+                 "tune_lm_weights and tune_word_scores are given together")
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        return self.methods or (self.method,)
+
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[str]]   # (B, T, V) log-probs, (B,) lens
+
+
+@dataclass
+class Hypothesis:
+    """One decoded utterance: token ids (CTC-collapsed, no blanks), text, and the decoder's
+    score (log domain: best-path log-probability for greedy, the beam's total score else)."""
+
+    ids: list[int]
+    text: str
+    score: float = 0.0
+    words: list[str] = field(default_factory=list)
+
+
+Decoder = Callable[[torch.Tensor, torch.Tensor], list[Hypothesis]]   # (B, T, V), (B,) -> per utterance
 
 
 def greedy_decode(log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[list[int]]:
@@ -38,8 +92,12 @@ class GreedyDecoder:
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
 
-    def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[str]:
-        return [self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, out_lens)]
+    def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[Hypothesis]:
+        best = log_probs.max(-1).values                            # (B, T)
+        inside = torch.arange(best.shape[1], device=best.device).unsqueeze(0) < out_lens.to(best.device).unsqueeze(1)
+        scores = (best.float() * inside).sum(1).tolist()
+        return [Hypothesis(ids, self.tokenizer.decode(ids), score)
+                for ids, score in zip(greedy_decode(log_probs, out_lens), scores)]
 
 
 class BeamDecoder:
@@ -52,7 +110,7 @@ class BeamDecoder:
         from torchaudio.models.decoder import ctc_decoder
 
         if (lexicon is None) != (lm is None):
-            raise ValueError("beam search with an LM needs both a lexicon and an LM file")
+            raise ConfigError("beam search with an LM needs both a lexicon and an LM file")
         if lexicon is not None:
             lexicon = str(require_file(lexicon, "lexicon", LEXICON_HINT))
             lm = str(require_file(lm, "language model", "build it with: asr lm build --text TEXT --out LM"
@@ -64,7 +122,7 @@ class BeamDecoder:
             self.sil = WORD_START
             self.tokens = list(tokenizer.vocab)
             if WORD_START not in self.tokens:
-                raise ValueError(f"subword vocabulary has no bare {WORD_START!r} piece for word boundaries")
+                raise ConfigError(f"subword vocabulary has no bare {WORD_START!r} piece for word boundaries")
         self._decoder = ctc_decoder(
             lexicon=lexicon, tokens=self.tokens, lm=lm, nbest=1,
             beam_size=beam_size or cfg.beam_size,
@@ -72,26 +130,38 @@ class BeamDecoder:
             lm_weight=cfg.lm_weight if lm else 0.0, word_score=cfg.word_score if lm else 0.0,
             unk_score=cfg.unk_score, sil_score=cfg.sil_score, log_add=True,
             blank_token=tokenizer.vocab[0], sil_token=self.sil, unk_word=UNK_WORD)
+        self.tokenizer = tokenizer
+        self.sil_id = self.tokens.index(self.sil)
         self.with_lm = lm is not None
         self.end_with_space = self.with_lm and tokenizer.kind == "char"   # see asr.lm.write_lexicon
 
-    def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[str]:
+    def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[Hypothesis]:
         emissions = log_probs.detach().float().cpu()
         lens = out_lens.cpu().to(torch.int32)
         if self.end_with_space:
             emissions, lens = self._end_with_space(emissions, lens)
-        results = self._decoder(emissions.contiguous(), lens)
-        texts = []
-        for nbest in results:
+        out = []
+        for nbest in self._decoder(emissions.contiguous(), lens):
             if not nbest:
-                texts.append("")
-            elif self.with_lm:
-                texts.append(" ".join(w for w in nbest[0].words if w != UNK_WORD))
-            else:
-                units = "".join(self.tokens[i] for i in nbest[0].tokens.tolist())
-                texts.append(" ".join(units.replace(self.sil, " ").split()))
-        return texts
+                out.append(Hypothesis([], "", float("-inf")))
+                continue
+            ids = self._clean_ids(nbest[0].tokens.tolist())
+            words = [w for w in nbest[0].words if w != UNK_WORD] if self.with_lm else []
+            text = " ".join(words) if self.with_lm else self.tokenizer.decode(ids)
+            out.append(Hypothesis(ids, text, float(nbest[0].score), words))
+        return out
 
+    def _clean_ids(self, ids: list[int]) -> list[int]:
+        """Beam token ids without separators at either end or repeated (flashlight starts a
+        hypothesis in silence, and the appended end-of-utterance frame is a separator)."""
+        out: list[int] = []
+        for i in ids:
+            if i == self.sil_id and (not out or out[-1] == self.sil_id):
+                continue
+            out.append(i)
+        while out and out[-1] == self.sil_id:
+            out.pop()
+        return out
 
     def _end_with_space(self, emissions: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append one certain-space frame after each utterance: lexicon spellings end in the
@@ -104,100 +174,39 @@ class BeamDecoder:
         return out, lens + 1
 
 
+def _greedy(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> Decoder:
+    return GreedyDecoder(tokenizer)
+
+
+def _beam(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> Decoder:
+    return BeamDecoder(tokenizer, cfg, beam_size=beam_size)
+
+
+def _beam_lm(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> Decoder:
+    if not cfg.lexicon or not cfg.lm:
+        raise MissingFileError("beam_lm decoding needs decode.lexicon and decode.lm "
+                               f"(got {cfg.lexicon!r}, {cfg.lm!r}); {LEXICON_HINT}")
+    return BeamDecoder(tokenizer, cfg, cfg.lexicon, cfg.lm, beam_size=beam_size)
+
+
+# method -> factory(tokenizer, cfg, beam_size override); a new decoder is one entry here
+DECODERS: dict[str, Callable[[Tokenizer, DecodeConfig, int | None], Decoder]] = {
+    "greedy": _greedy, "beam": _beam, "beam_lm": _beam_lm}
+
+
 def make_decoder(tokenizer: Tokenizer, cfg: DecodeConfig, method: str | None = None,
                  beam_size: int | None = None) -> Decoder:
     """The decoder for ``method`` (default ``cfg.method``); beam_lm reads ``cfg.lexicon``/``cfg.lm``."""
     method = method or cfg.method
-    if method == "greedy":
-        return GreedyDecoder(tokenizer)
-    if method == "beam":
-        return BeamDecoder(tokenizer, cfg, beam_size=beam_size)
-    if method == "beam_lm":
-        if not cfg.lexicon or not cfg.lm:
-            raise FileNotFoundError("beam_lm decoding needs decode.lexicon and decode.lm "
-                                    f"(got {cfg.lexicon!r}, {cfg.lm!r}); {LEXICON_HINT}")
-        return BeamDecoder(tokenizer, cfg, cfg.lexicon, cfg.lm, beam_size=beam_size)
-    raise ValueError(f"unknown decoding method {method!r} (available: greedy, beam, beam_lm)")
+    if method not in DECODERS:
+        raise ConfigError(f"unknown decoding method {method!r} (available: {', '.join(DECODERS)})")
+    return DECODERS[method](tokenizer, cfg, beam_size)
 
 
-@torch.inference_mode()
-def emissions(model: BiLSTMCTC, feats: Sequence[torch.Tensor], batch_frames: int = 40000
-              ) -> list[torch.Tensor]:
-    """Per utterance (T_i', V) log-probs on the CPU, in input order."""
-    out: list[torch.Tensor] = [torch.empty(0)] * len(feats)
-    device = model.cmvn_mean.device
-    for batch in bucket_batches(feature_lengths(feats), batch_frames, seed=None):
-        x, lens = pad_batch([feats[i].float() for i in batch])
-        log_probs, out_lens = model(x.to(device), lens.to(device))
-        for k, i in enumerate(batch):
-            out[i] = log_probs[k, : int(out_lens[k])].float().cpu()
-    return out
-
-
-def decode_emissions(decoder: Decoder, emis: Sequence[torch.Tensor], batch: int = 16) -> list[str]:
+def decode_emissions(decoder: Decoder, emis: Sequence[torch.Tensor], batch: int = 16) -> list[Hypothesis]:
     """Run ``decoder`` over per-utterance (T_i', V) log-probs, ``batch`` at a time."""
-    texts: list[str] = []
+    hyps: list[Hypothesis] = []
     for start in range(0, len(emis), batch):
-        chunk = emis[start: start + batch]
-        x, lens = pad_batch(list(chunk))
-        texts.extend(decoder(x, lens))
-    return texts
-
-
-def decode_features(model: BiLSTMCTC, feats: Sequence[torch.Tensor], batch_frames: int = 40000,
-                    decoder: Decoder | None = None) -> list[str]:
-    """Transcribe a list of (T_i, F) feature tensors (greedy unless ``decoder``); input order."""
-    decoder = decoder or GreedyDecoder(model.tokenizer)
-    if isinstance(decoder, GreedyDecoder):      # decode whole model batches: no copies
-        texts: list[str] = [""] * len(feats)
-        device = model.cmvn_mean.device
-        with torch.inference_mode():
-            for batch in bucket_batches(feature_lengths(feats), batch_frames, seed=None):
-                x, lens = pad_batch([feats[i].float() for i in batch])
-                for i, text in zip(batch, decoder(*model(x.to(device), lens.to(device)))):
-                    texts[i] = text
-        return texts
-    return decode_emissions(decoder, emissions(model, feats, batch_frames))
-
-
-def utterance_features(model: BiLSTMCTC, utts: Sequence[Utterance], cache: dict | None = None
-                       ) -> tuple[list[torch.Tensor], list[str], list[str]]:
-    """Features of ``utts`` (from ``cache`` when it has them, else from audio).
-
-    Returns features, their ids, and ``"id\treason"`` for utterances whose audio is unreadable.
-    """
-    feats, ids, failed = [], [], []
-    by_id = dict(zip(cache["ids"], cache["feats"])) if cache is not None else {}
-    extractor = cached_extractor(model.feature_config)
-    for u in utts:
-        if u.id in by_id:
-            feats.append(by_id[u.id])
-            ids.append(u.id)
-            continue
-        try:
-            feats.append(extractor(load_utterance_audio(u)))
-            ids.append(u.id)
-        except AudioError as e:
-            failed.append(f"{u.id}\t{e}")
-    for line in failed:
-        print(f"[decode] unreadable, scored as empty: {line}", file=sys.stderr)
-    return feats, ids, failed
-
-
-def decode_utterances(model: BiLSTMCTC, utts: Sequence[Utterance], cache: dict | None = None,
-                      batch_frames: int = 40000, decoder: Decoder | None = None
-                      ) -> tuple[dict[str, str], dict]:
-    """Decode manifest utterances (features from ``cache`` when given, else from audio).
-
-    Returns ``{id: hypothesis}`` and timing stats ``{"audio_s", "decode_s", "rtf", "skipped"}``.
-    Utterances whose audio cannot be read are reported on stderr and get an empty hypothesis,
-    so they count as deletions instead of vanishing from the score.
-    """
-    start = time.perf_counter()
-    feats, ids, failed = utterance_features(model, utts, cache)
-    hyps = dict(zip(ids, decode_features(model, feats, batch_frames, decoder)))
-    hyps.update({line.split("\t")[0]: "" for line in failed})
-    elapsed = time.perf_counter() - start
-    audio_s = sum(u.duration for u in utts)
-    return hyps, {"audio_s": audio_s, "decode_s": elapsed, "rtf": elapsed / max(audio_s, 1e-9),
-                  "skipped": len(failed)}
+        x, lens = pad_batch(list(emis[start: start + batch]))
+        hyps.extend(decoder(x, lens))
+    return hyps

@@ -4,9 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
-import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -15,11 +13,29 @@ import torch
 import torchaudio
 
 from .audio import SAMPLE_RATE_HZ, AudioError
-from .config import FeatureConfig
+from .config import require
 from .data import load_utterance_audio
+from .errors import AsrError, Problem, report_problems
+from .files import atomic_save
 
 LOG_FLOOR = 1e-6          # power floor before log, keeps digital silence finite
 CACHE_FORMAT = "asr-feats-v1"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Log-mel filterbank front end (fixed 16 kHz input)."""
+
+    n_mels: int = 80
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    dither: float = 0.0
+
+    def check(self, where: str) -> None:
+        require(self.n_mels > 0, f"{where}.n_mels", "must be > 0")
+        require(0 < self.hop_ms <= self.win_ms, f"{where}.hop_ms", "must be in (0, win_ms]")
+        require(self.n_fft >= self.win_ms * 16, f"{where}.n_fft", "must cover one window")
 
 
 class FeatureExtractor(torch.nn.Module):
@@ -111,7 +127,7 @@ def _cache_key(utts: Sequence, cfg: FeatureConfig, max_seconds: float) -> str:
 
 
 def build_feature_cache(utts: Sequence, cfg: FeatureConfig, path: str | Path,
-                        report: str | Path | None = None, max_seconds: float = 600.0) -> dict:
+                        report: str | Path | None = None, *, max_seconds: float) -> dict:
     """Compute features once per utterance and store them in ``path`` (float16).
 
     Returns the cache dict ``{"ids", "feats", "key", ...}``. An existing cache with the same key
@@ -131,17 +147,11 @@ def build_feature_cache(utts: Sequence, cfg: FeatureConfig, path: str | Path,
         try:
             f = extractor(load_utterance_audio(u, max_seconds=max_seconds, reject_silence=True))
         except AudioError as e:
-            errors.append(f"{u.id}\t{e}")
+            errors.append(Problem(u.id, str(e)))
             continue
         ids.append(u.id)
         feats.append(f.to(torch.float16))
-    if errors:
-        print(f"[features] skipped {len(errors)} of {len(utts)} utterances with bad audio "
-              f"(listed in {report or 'stderr'})", file=sys.stderr)
-        if report:
-            Path(report).write_text("\n".join(errors) + "\n", encoding="utf-8")
-        else:
-            print("\n".join(errors), file=sys.stderr)
+    report_problems(errors, len(utts), "features (bad audio)", Path(report) if report else None)
     cache = {"format": CACHE_FORMAT, "key": key, "config": asdict(cfg), "ids": ids,
              "feats": feats, "skipped": len(errors)}
     atomic_save(cache, path)
@@ -151,14 +161,5 @@ def build_feature_cache(utts: Sequence, cfg: FeatureConfig, path: str | Path,
 def load_feature_cache(path: str | Path) -> dict:
     cache = torch.load(path, weights_only=True)
     if not isinstance(cache, dict) or cache.get("format") != CACHE_FORMAT:
-        raise ValueError(f"{path}: not a feature cache ({CACHE_FORMAT})")
+        raise AsrError(f"{path}: not a feature cache ({CACHE_FORMAT})")
     return cache
-
-
-def atomic_save(obj: object, path: str | Path) -> None:
-    """torch.save to a temp file in the same directory, then rename (never a torn file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)

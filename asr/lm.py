@@ -12,12 +12,35 @@ import subprocess
 import tempfile
 from collections import Counter
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable, Sequence
+
+from .config import require
+from .errors import AsrError, MissingFileError
 
 
 KENLM_BIN_ENV = "ASR_KENLM_BIN"           # folder holding lmplz / build_binary (optional)
 BUILD_HINT = "build it with: bash scripts/build_kenlm.sh"
 LEXICON_HINT = "build one with: asr lm build --text TEXT --out LM --lexicon LEXICON"
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Word n-gram LM (KenLM lmplz) trained on text that excludes every held-out sentence."""
+
+    order: int = 3
+    prune: tuple[int, ...] = ()      # lmplz --prune thresholds per order (empty: none)
+    memory: str = "20%"              # lmplz -S
+    binary: bool = True              # also build a KenLM binary (faster load)
+    lexicon_min_count: int = 1       # words seen fewer times in the LM text stay out of the lexicon
+
+    def check(self, where: str) -> None:
+        require(2 <= self.order <= 6, f"{where}.order", "must be in 2..6 (KenLM built with max order 6)")
+        require(len(self.prune) <= self.order, f"{where}.prune", "at most one threshold per order")
+
+
+class LMError(AsrError):
+    """Building a language model failed (the message has the tool's last lines)."""
 
 
 def default_kenlm_dir() -> Path:
@@ -34,15 +57,15 @@ def kenlm_tool(name: str) -> Path:
     for path in candidates:
         if path.is_file() and os.access(path, os.X_OK):
             return path
-    raise FileNotFoundError(f"KenLM {name} not found (looked in {', '.join(map(str, candidates))}); "
+    raise MissingFileError(f"KenLM {name} not found (looked in {', '.join(map(str, candidates))}); "
                             f"{BUILD_HINT}")
 
 
 def require_file(path: str | Path, what: str, hint: str) -> Path:
-    """``path`` as a Path, or FileNotFoundError naming it, what it is and how to build it."""
+    """``path`` as a Path, or MissingFileError naming it, what it is and how to build it."""
     path = Path(path)
     if not str(path) or not path.is_file():
-        raise FileNotFoundError(f"{what} not found: {path}; {hint}")
+        raise MissingFileError(f"{what} not found: {path}; {hint}")
     return path
 
 
@@ -52,7 +75,7 @@ def _run(cmd: list[str], stdin_path: Path | None = None, stdout_path: Path | Non
         proc = subprocess.run(cmd, stdin=fin, stdout=fout, stderr=subprocess.PIPE)
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
-        raise RuntimeError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}): " + " | ".join(tail))
+        raise LMError(f"{Path(cmd[0]).name} failed (exit {proc.returncode}): " + " | ".join(tail))
 
 
 def build_lm(text: str | Path, out: str | Path, order: int = 3, prune: Sequence[int] = (),

@@ -1,18 +1,37 @@
-"""Stacked bidirectional LSTM acoustic model with CTC output, and self-describing checkpoints."""
+"""Stacked bidirectional LSTM acoustic model with CTC output.
+
+A leaf of the package: it imports torch and its own config, nothing of the pipeline (tokenizer,
+features, decoding and checkpoints live in the ``Recognizer`` and ``checkpoint`` modules)."""
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
-from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .config import FeatureConfig, ModelConfig, from_dict
-from .text import CharTokenizer, tokenizer_from_payload, tokenizer_payload
+from .config import require
 
-CHECKPOINT_FORMAT = "asr-bilstm-ctc-v1"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Stacked BiLSTM-CTC acoustic model."""
+
+    stack: int = 3            # frames stacked (and subsampling factor)
+    hidden: int = 320         # LSTM cells per direction
+    layers: int = 4
+    dropout: float = 0.2      # between LSTM layers
+    utterance_cmn: bool = False  # also subtract each utterance's own mean (channel robustness)
+    cmn_floor_db: float = 0.0    # >0: that mean over frames within this many dB of the loudest only
+    utterance_cvn: bool = False  # with utterance_cmn: also divide by the utterance's own std (same frames)
+
+    def check(self, where: str) -> None:
+        require(self.stack >= 1, f"{where}.stack", "must be >= 1")
+        require(self.hidden >= 1, f"{where}.hidden", "must be >= 1")
+        require(self.layers >= 1, f"{where}.layers", "must be >= 1")
+        require(0.0 <= self.dropout < 1.0, f"{where}.dropout", "must be in [0, 1)")
+        require(self.utterance_cmn or not self.utterance_cvn, f"{where}.utterance_cvn", "needs utterance_cmn")
 
 
 def reverse_padded(x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
@@ -122,103 +141,5 @@ class BiLSTMCTC(nn.Module):
         return out
 
 
-    def transcribe(self, audio, sample_rate: int | None = None, decoder=None, **options):
-        """Transcribe a path or a sample array; see :func:`asr.transcribe.transcribe`.
-        ``decoder``: from :func:`asr.decode.make_decoder` (default greedy); ``options`` are
-        :class:`asr.transcribe.SegmentOptions` fields."""
-        from .transcribe import SegmentOptions, transcribe
-
-        return transcribe(self, audio, sample_rate, SegmentOptions(**options), decoder)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def model_payload(model: BiLSTMCTC, features: FeatureConfig, tokenizer: CharTokenizer,
-                  extra: dict | None = None) -> dict:
-    """Everything ``load_model`` needs: configs, vocabulary, CMVN and weights (plain types only)."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "model_config": asdict(model.cfg),
-        "feature_config": asdict(features),
-        "vocab": list(tokenizer.vocab),
-        "tokenizer": tokenizer_payload(tokenizer),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "info": extra or {},
-    }
-
-
-def read_payload(path: str | Path) -> dict:
-    """The model payload of a checkpoint file (a model file, or a training state's model),
-    loaded with ``weights_only=True``; a clear error names the file if it is neither."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling refusals come as several exception types
-        raise ValueError(f"{path}: not a loadable model checkpoint ({type(e).__name__}: {e})") from None
-    if isinstance(ckpt, dict) and isinstance(ckpt.get("model"), dict):
-        ckpt = ckpt["model"]          # a training-state checkpoint (last.pt) wraps the model payload
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not an asr model checkpoint (expected format {CHECKPOINT_FORMAT})")
-    return ckpt
-
-
-def average_payloads(paths: Sequence[str | Path], info: dict | None = None) -> dict:
-    """Checkpoint averaging: the element-wise mean of the weights of ``paths`` (models of one
-    architecture and vocabulary, e.g. the last epochs of a run), as a model payload whose
-    configs and vocabulary are the last file's. Averaging the end of a decaying-LR run
-    smooths the epoch-to-epoch wobble of the weights (as ESPnet and icefall do)."""
-    if not paths:
-        raise ValueError("average_payloads: no checkpoints given")
-    payloads = [read_payload(p) for p in paths]
-    last = payloads[-1]
-    for path, p in zip(paths[1:], payloads[1:]):
-        for key in ("model_config", "vocab"):
-            if p[key] != payloads[0][key]:
-                raise ValueError(f"{path}: {key} differs from {paths[0]}'s; only one model's checkpoints average")
-    state = {}
-    for name, value in last["state_dict"].items():
-        if value.is_floating_point():
-            total = sum(p["state_dict"][name].double() for p in payloads)
-            state[name] = (total / len(payloads)).to(value.dtype)
-        else:
-            state[name] = value.clone()       # counters and the like: the last file's
-    return {**last, "state_dict": state,
-            "info": {**last.get("info", {}), **(info or {}), "averaged": [str(p) for p in paths]}}
-
-
-def quantize_int8(model: BiLSTMCTC) -> BiLSTMCTC:
-    """Dynamic int8 quantization of the LSTM and linear weights for CPU inference (about 2x
-    faster at batch 1). Activations stay float; the original model is not modified."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")        # torch.ao.quantization's deprecation notice
-        q = torch.ao.quantization.quantize_dynamic(model, {nn.LSTM, nn.Linear}, dtype=torch.qint8)
-    for attr in ("tokenizer", "feature_config", "info"):
-        if hasattr(model, attr):
-            setattr(q, attr, getattr(model, attr))
-    return q
-
-
-def load_model(path: str | Path, device: str = "cpu", int8: bool = False) -> BiLSTMCTC:
-    """Load a self-describing checkpoint (``weights_only=True``: it can never execute code).
-
-    The returned model is in eval mode and carries ``.tokenizer``, ``.feature_config`` and
-    ``.info``; ``int8=True`` returns a dynamically quantized copy for fast CPU inference.
-    """
-    ckpt = read_payload(path)
-    model_cfg = from_dict(ModelConfig, ckpt["model_config"], "model_config")
-    feat_cfg = from_dict(FeatureConfig, ckpt["feature_config"], "feature_config")
-    tokenizer = (tokenizer_from_payload(ckpt["tokenizer"]) if "tokenizer" in ckpt
-                 else CharTokenizer.from_vocab(ckpt["vocab"]))
-    model = BiLSTMCTC(model_cfg, feat_cfg.n_mels, len(tokenizer))
-    model.load_state_dict(ckpt["state_dict"])
-    model.tokenizer = tokenizer
-    model.feature_config = feat_cfg
-    model.info = ckpt.get("info", {})
-    model = model.to(device).eval()
-    return quantize_int8(model) if int8 else model

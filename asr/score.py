@@ -22,10 +22,12 @@ import jiwer
 import kaldialign
 import numpy as np
 
+from .errors import AsrError
+
 EPS = "\x00"            # alignment gap symbol; cannot occur in a decoded text line
 
 
-class ScoreError(ValueError):
+class ScoreError(AsrError):
     """Reference/hypothesis input is malformed; the message names file and line."""
 
 

@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Literal, Sequence
+
+from .config import require
 
 BLANK = "<blank>"
 DEFAULT_CHARS = " '" + "abcdefghijklmnopqrstuvwxyz"
@@ -11,6 +14,19 @@ DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "e
 
 _NOT_WORD = re.compile(r"[^a-z0-9' ]+")
 _SPACES = re.compile(r"\s+")
+
+TokenizerKind = Literal["char", "bpe"]
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Output units: characters, or BPE subwords (sentencepiece) trained on the training text."""
+
+    kind: TokenizerKind = "char"
+    vocab_size: int = 500       # bpe: pieces (the CTC blank comes on top)
+
+    def check(self, where: str) -> None:
+        require(self.vocab_size >= 30, f"{where}.vocab_size", "must be >= 30")
 
 
 def normalize_text(text: str) -> str:

@@ -18,9 +18,6 @@ import torch
 import torchaudio.functional as AF
 
 from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate
-from .data import pad_batch
-from .decode import greedy_decode
-from .features import FeatureExtractor, cached_extractor
 
 READ_BLOCK_S = 10.0          # seconds read from disk at a time
 ENERGY_WIN_S = 0.025
@@ -227,35 +224,27 @@ def snap_to_speech(words: list[Word], audio: np.ndarray, offset_s: float, opts: 
 
 
 @torch.inference_mode()
-def decode_segments(model, extractor: FeatureExtractor, segs: list[tuple[float, np.ndarray]],
-                    opts: SegmentOptions, decoder=None) -> list[Segment]:
-    """Decode a batch of ``(start_s, samples)`` segments (greedy unless ``decoder``, an
-    :data:`asr.decode.Decoder`) and time their words by aligning the decoded text."""
-    min_samples = model.cfg.stack * extractor.hop
-    feats = [extractor(np.pad(x, (0, max(0, min_samples - x.size)))) for _, x in segs]
-    x, lens = pad_batch(feats)
-    log_probs, out_lens = model(x, lens)
-    frame_s = extractor.hop / SAMPLE_RATE_HZ * model.cfg.stack
-    if decoder is None:
-        token_ids = greedy_decode(log_probs, out_lens)
-    else:
-        token_ids = [model.tokenizer.encode(t) for t in decoder(log_probs, out_lens)]
+def decode_segments(rec, segs: list[tuple[float, np.ndarray]], opts: SegmentOptions) -> list[Segment]:
+    """Decode a batch of ``(start_s, samples)`` segments with ``rec`` (a
+    :class:`asr.recognizer.Recognizer`, its decoder) and time their words by aligning the
+    decoded token ids."""
+    feats = [rec.features(np.pad(x, (0, max(0, rec.min_samples - x.size)))) for _, x in segs]
+    log_probs, out_lens = rec.forward(feats)
+    hyps = rec.decoder(log_probs, out_lens)
     out = []
-    for (start, audio), lp, n, ids in zip(segs, log_probs, out_lens, token_ids):
-        words = align_words(lp[: int(n)], ids, model.tokenizer.vocab, frame_s, start)
+    for (start, audio), lp, n, hyp in zip(segs, log_probs, out_lens, hyps):
+        words = align_words(lp[: int(n)].cpu(), hyp.ids, rec.tokenizer.vocab, rec.frame_s, start)
         if opts.snap_words:
             words = snap_to_speech(words, audio, start, opts)
-        out.append(Segment(round(start, 3), round(start + audio.size / SAMPLE_RATE_HZ, 3),
-                           model.tokenizer.decode(ids), words))
+        out.append(Segment(round(start, 3), round(start + audio.size / SAMPLE_RATE_HZ, 3), hyp.text, words))
     return out
 
 
-def transcribe(model, source: str | Path | np.ndarray, sample_rate: int | None = None,
-               opts: SegmentOptions | None = None, decoder=None) -> Transcription:
-    """Transcribe a file path or a (N,) / (N, C) array (``sample_rate`` defaults to 16 kHz);
-    ``decoder`` (see :func:`asr.decode.make_decoder`) replaces greedy decoding."""
+def transcribe(rec, source: str | Path | np.ndarray, sample_rate: int | None = None,
+               opts: SegmentOptions | None = None) -> Transcription:
+    """Transcribe a file path or a (N,) / (N, C) array (``sample_rate`` defaults to 16 kHz) with
+    ``rec`` (a :class:`asr.recognizer.Recognizer`)."""
     opts = opts or SegmentOptions()
-    extractor = cached_extractor(model.feature_config)
     segments: list[Segment] = []
     batch: list[tuple[float, np.ndarray]] = []
     duration = 0.0
@@ -263,10 +252,10 @@ def transcribe(model, source: str | Path | np.ndarray, sample_rate: int | None =
         duration = start + x.size / SAMPLE_RATE_HZ
         batch.append((start, x))
         if len(batch) == opts.batch_segments:
-            segments += decode_segments(model, extractor, batch, opts, decoder)
+            segments += decode_segments(rec, batch, opts)
             batch = []
     if batch:
-        segments += decode_segments(model, extractor, batch, opts, decoder)
+        segments += decode_segments(rec, batch, opts)
     name = source if not isinstance(source, np.ndarray) else "<array>"
     if duration < MIN_DURATION_S:
         raise AudioError(f"{name}: audio too short ({duration:.3f} s, need >= {MIN_DURATION_S} s)")

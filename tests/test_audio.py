@@ -4,7 +4,6 @@ import soundfile as sf
 
 from asr.audio import SAMPLE_RATE_HZ, AudioError, check_audio, load_audio, resample
 
-from .conftest import tone
 
 
 def test_resample_and_mono(wav_dir):
@@ -29,7 +28,7 @@ def test_bad_files_name_the_file(wav_dir, name, reason):
         load_audio(wav_dir / name)
 
 
-def test_bad_signals():
+def test_bad_signals(tone):
     with pytest.raises(AudioError, match="clip.*NaN"):
         check_audio(np.array([0.0, np.nan], np.float32), 16000, "clip")
     with pytest.raises(AudioError, match="clip.*empty"):
@@ -40,11 +39,11 @@ def test_bad_signals():
         check_audio(tone(0.01), 16000, "clip", min_seconds=0.1)
 
 
-def test_resample_length():
+def test_resample_length(tone):
     assert resample(tone(1.0, 8000), 8000).size == SAMPLE_RATE_HZ
 
 
-def test_silence_and_length_limits(tmp_path):
+def test_silence_and_length_limits(tmp_path, tone):
     sf.write(tmp_path / "silent.wav", np.zeros(16000, np.float32), 16000)
     assert load_audio(tmp_path / "silent.wav").size == 16000          # fine for transcription
     with pytest.raises(AudioError, match=r"silent.wav.*all silence"):
@@ -54,7 +53,7 @@ def test_silence_and_length_limits(tmp_path):
         load_audio(tmp_path / "long.wav", max_seconds=2.0)
 
 
-def test_mislabelled_container_is_read_by_content(tmp_path):
+def test_mislabelled_container_is_read_by_content(tmp_path, tone):
     sf.write(tmp_path / "really_flac.wav", tone(0.5), 16000, format="FLAC")
     assert load_audio(tmp_path / "really_flac.wav").size == 8000
     (tmp_path / "text.flac").write_text("this is not audio")

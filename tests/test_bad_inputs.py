@@ -6,16 +6,17 @@ import wave
 import numpy as np
 import soundfile as sf
 
-from asr.config import DataConfig, FeatureConfig
+from asr.data import DataConfig
+
+from asr.features import FeatureConfig
 from asr.data import Utterance
 from asr.features import build_feature_cache
 from asr.text import CharTokenizer
-from asr.train import build_set
-
-from .conftest import tone
+from asr.dataset import build_set
 
 
-def _bad_files(d):
+
+def _bad_files(d, tone):
     """name -> expected reason fragment."""
     sf.write(d / "good1.wav", tone(1.0, freq=300), 16000)
     sf.write(d / "good2.flac", tone(1.0, 44100, freq=500, channels=2), 44100)
@@ -39,8 +40,8 @@ def _bad_files(d):
             "rate_1hz": "sample rate", "huge": "too long", "missing": "cannot read"}
 
 
-def test_bad_corpus_is_fully_accounted_for(tmp_path):
-    expected = _bad_files(tmp_path)
+def test_bad_corpus_is_fully_accounted_for(tmp_path, tone):
+    expected = _bad_files(tmp_path, tone)
     utts = [Utterance("good1", str(tmp_path / "good1.wav"), 1.0, "one", "s"),
             Utterance("good2", str(tmp_path / "good2.flac"), 1.0, "Two!", "s")]
     for name in expected:
@@ -67,12 +68,12 @@ def test_bad_corpus_is_fully_accounted_for(tmp_path):
     assert {u.id for u in utts} == set(data.ids) | (listed - {"good2"})
 
 
-def test_transcribe_directory_with_bad_files(tmp_path, tiny_model):
-    from asr.features import atomic_save
-    from asr.model import model_payload
+def test_transcribe_directory_with_bad_files(tmp_path, tiny_model, tone):
+    from asr.files import atomic_save
+    from asr.checkpoint import model_payload
 
     (tmp_path / "audio").mkdir()
-    _bad_files(tmp_path / "audio")
+    _bad_files(tmp_path / "audio", tone)
     atomic_save(model_payload(tiny_model, FeatureConfig(), CharTokenizer()), tmp_path / "m.pt")
     res = subprocess.run(["asr", "transcribe", "--model", str(tmp_path / "m.pt"), str(tmp_path / "audio"),
                           "--output-dir", str(tmp_path / "out")], capture_output=True, text=True)

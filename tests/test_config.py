@@ -2,7 +2,11 @@ from pathlib import Path
 
 import pytest
 
-from asr.config import ConfigError, ModelConfig, RecipeConfig, from_dict, load_config, parse_override
+from asr.config import ConfigError, from_dict, parse_override
+
+from asr.model import ModelConfig
+
+from asr.recipe import RecipeConfig, load_config
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "digits" / "config.yaml"
 

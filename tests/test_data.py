@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from asr.config import AugmentConfig
+from asr.data import AugmentConfig
 from asr.data import (BatchIterator, DataError, ManifestError, apply_oov_policy, Utterance, bucket_batches, oversample,
                       pad_batch, read_manifest, spec_augment, speed_perturb, validate_utterances, write_manifest)
 from asr.text import CharTokenizer
@@ -49,20 +49,21 @@ def test_validate_reports_each_problem(tmp_path):
             Utterance("long", ok, 99.0, "one", "s")]
     good, bad = validate_utterances(utts, CharTokenizer(), oov_policy="drop", max_duration_s=60)
     assert [u.id for u in good] == ["u0"]
-    assert [b.split("\t")[0] for b in bad] == ["u1", "u2", "u3", "long"]
-    assert "empty transcript" in bad[0] and "'AER'" in bad[1] and "not found" in bad[2] and "too long" in bad[3]
+    assert [b.id for b in bad] == ["u1", "u2", "u3", "long"] and {b.kind for b in bad} == {"skipped"}
+    assert "empty transcript" in bad[0].reason and "'AER'" in bad[1].reason
+    assert "not found" in bad[2].reason and "too long" in bad[3].reason
 
 
 def test_oov_policies():
     tok = CharTokenizer()
     u = _utt(0, "Call 911, now!")
     mapped, note = apply_oov_policy(u, tok, "map")
-    assert mapped.text == "call nine one one now" and "mapped" in note
+    assert mapped.text == "call nine one one now" and note.kind == "mapped" and note.id == "u0"
     assert apply_oov_policy(_utt(1, "###"), tok, "map")[0] is None
     assert apply_oov_policy(u, tok, "drop")[0] is None
     with pytest.raises(DataError, match=r"u0: characters outside the vocabulary.*oov_policy=fail"):
         apply_oov_policy(u, tok, "fail")
-    assert apply_oov_policy(_utt(2, "fine text"), tok, "fail") == (_utt(2, "fine text"), "")
+    assert apply_oov_policy(_utt(2, "fine text"), tok, "fail") == (_utt(2, "fine text"), None)
 
 
 def test_bucket_batches_cover_all_once_and_respect_cap():

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from asr.config import DecodeConfig
-from asr.data import Utterance
-from asr.decode import BeamDecoder, GreedyDecoder, decode_emissions, decode_utterances, greedy_decode, make_decoder
+from asr.decode import BeamDecoder, DecodeConfig, GreedyDecoder, decode_emissions, greedy_decode, make_decoder
+from asr.errors import MissingFileError
 from asr.lm import build_lm, write_lexicon
 from asr.text import CharTokenizer
 
@@ -17,11 +16,17 @@ def test_greedy_collapses_repeats_and_blanks():
     assert greedy_decode(lp, torch.tensor([8, 4])) == [[1, 1, 2], [3, 3]]
 
 
-def test_decode_utterances_keeps_unreadable_as_empty(tiny_model, wav_dir):
-    utts = [Utterance("g", str(wav_dir / "good.wav"), 1.0, "one", "s"),
-            Utterance("j", str(wav_dir / "junk.wav"), 1.0, "two", "s")]
-    hyps, stats = decode_utterances(tiny_model.eval(), utts)
-    assert set(hyps) == {"g", "j"} and hyps["j"] == "" and stats["skipped"] == 1
+def texts(hyps) -> list[str]:
+    return [h.text for h in hyps]
+
+
+def test_greedy_hypothesis_carries_ids_and_best_path_score():
+    lp = torch.stack([_onehot([1, 1, 0, 1, 2, 2, 0, 0]), _onehot([3, 0, 3, 3, 4, 4, 4, 4])])
+    hyps = GreedyDecoder(TOK)(lp, torch.tensor([8, 4]))
+    assert [h.ids for h in hyps] == [[1, 1, 2], [3, 3]]
+    assert hyps[0].text == TOK.decode([1, 1, 2])
+    # the best path's log-probability, over the first out_len frames only
+    assert hyps[1].score == pytest.approx(float(lp[1, :4].max(-1).values.sum()))
 
 
 # ---------------------------------------------------------------- beam and beam + LM
@@ -51,14 +56,16 @@ def test_prefix_beam_sums_paths_greedy_misses():
     # paths (a-, -a, aa) totalling 0.64: a prefix beam search must find it
     lp = _frames([{"a": 0.4}, {"a": 0.4}])
     lens = torch.tensor([2])
-    assert GreedyDecoder(TOK)(lp, lens) == [""]
-    assert BeamDecoder(TOK, DecodeConfig(beam_size=8))(lp, lens) == ["a"]
+    assert texts(GreedyDecoder(TOK)(lp, lens)) == [""]
+    assert texts(BeamDecoder(TOK, DecodeConfig(beam_size=8))(lp, lens)) == ["a"]
 
 
 def test_beam_without_lm_reads_clear_speech_like_greedy():
     lp = _frames(_spell("hello there"))
     lens = torch.tensor([lp.shape[1]])
-    assert BeamDecoder(TOK, DecodeConfig(beam_size=8))(lp, lens) == ["hello there"] == GreedyDecoder(TOK)(lp, lens)
+    beam, greedy = BeamDecoder(TOK, DecodeConfig(beam_size=8))(lp, lens), GreedyDecoder(TOK)(lp, lens)
+    assert texts(beam) == ["hello there"] == texts(greedy)
+    assert beam[0].ids == greedy[0].ids == TOK.encode("hello there")
 
 
 @pytest.fixture(scope="module")
@@ -77,19 +84,22 @@ def test_lm_resolves_acoustic_ambiguity(cat_lm):
     rows = _spell("the ca") + [{"t": 0.45, "b": 0.45}, {"<b>": 0.9}]
     lp, lens = _frames(rows), torch.tensor([len(rows)])
     cfg = DecodeConfig(lexicon=str(lexicon), lm=str(lm), lm_weight=1.0, beam_size=20)
-    assert make_decoder(TOK, cfg, "beam_lm")(lp, lens) == ["the cat"]
+    hyp = make_decoder(TOK, cfg, "beam_lm")(lp, lens)[0]
+    assert hyp.text == "the cat" and hyp.words == ["the", "cat"]
+    # the ids are the decoded units (no separator at either end), so they align to the frames
+    assert hyp.ids == TOK.encode("the cat")
     # and the lexicon forbids non-words even when the acoustics spell one
     rows = _spell("the cax")
-    assert make_decoder(TOK, cfg, "beam_lm")(_frames(rows), torch.tensor([len(rows)]))[0] != "the cax"
+    assert make_decoder(TOK, cfg, "beam_lm")(_frames(rows), torch.tensor([len(rows)]))[0].text != "the cax"
 
 
 def test_missing_lm_files_are_named(cat_lm, tmp_path):
     lexicon, lm = cat_lm
-    with pytest.raises(FileNotFoundError, match=r"language model not found: .*nope\.bin.*asr lm build"):
+    with pytest.raises(MissingFileError, match=r"language model not found: .*nope\.bin.*asr lm build"):
         make_decoder(TOK, DecodeConfig(lexicon=str(lexicon), lm=str(tmp_path / "nope.bin")), "beam_lm")
-    with pytest.raises(FileNotFoundError, match=r"lexicon not found: .*nolex\.txt.*asr lm build"):
+    with pytest.raises(MissingFileError, match=r"lexicon not found: .*nolex\.txt.*asr lm build"):
         make_decoder(TOK, DecodeConfig(lexicon=str(tmp_path / "nolex.txt"), lm=str(lm)), "beam_lm")
-    with pytest.raises(FileNotFoundError, match="needs decode.lexicon and decode.lm"):
+    with pytest.raises(MissingFileError, match="needs decode.lexicon and decode.lm"):
         make_decoder(TOK, DecodeConfig(), "beam_lm")
 
 
@@ -98,8 +108,8 @@ def test_decode_emissions_batches_match_single(cat_lm):
     dec = make_decoder(TOK, DecodeConfig(lexicon=str(lexicon), lm=str(lm), beam_size=10), "beam_lm")
     emis = [_frames(_spell(t))[0] for t in ["the cat sat", "a dog", "on the mat ran"]]
     batched = decode_emissions(dec, emis, batch=3)
-    assert batched == [decode_emissions(dec, [e], batch=1)[0] for e in emis]
-    assert batched == ["the cat sat", "a dog", "on the mat ran"]
+    assert texts(batched) == [decode_emissions(dec, [e], batch=1)[0].text for e in emis]
+    assert texts(batched) == ["the cat sat", "a dog", "on the mat ran"]
 
 
 def test_bpe_beam_and_lexicon(cat_lm, tmp_path):
@@ -113,8 +123,10 @@ def test_bpe_beam_and_lexicon(cat_lm, tmp_path):
         lp[0, 2 * k, i] = 0.0
         lp[0, 2 * k + 1, 0] = 0.0
     lens = torch.tensor([lp.shape[1]])
-    assert BeamDecoder(bpe, DecodeConfig(beam_size=8))(lp, lens) == ["the cat sat"]
+    hyp = BeamDecoder(bpe, DecodeConfig(beam_size=8))(lp, lens)[0]
+    assert hyp.text == "the cat sat" and hyp.ids == ids       # the decoded pieces, not a re-encoding
     n, _ = write_lexicon(["the", "cat", "sat", "mat", "dog"], bpe, tmp_path / "bpe_lex.txt")
     assert n == 5 and "cat " in (tmp_path / "bpe_lex.txt").read_text()
     cfg = DecodeConfig(lexicon=str(tmp_path / "bpe_lex.txt"), lm=str(lm), beam_size=10)
-    assert make_decoder(bpe, cfg, "beam_lm")(lp, lens) == ["the cat sat"]
+    hyp = make_decoder(bpe, cfg, "beam_lm")(lp, lens)[0]
+    assert hyp.text == "the cat sat" and bpe.decode(hyp.ids) == "the cat sat"

@@ -8,10 +8,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from asr.model import load_model
+from asr.checkpoint import load_checkpoint
 from asr.text import CharTokenizer
 
-from .test_train import _data
 
 ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
@@ -20,11 +19,13 @@ from dataclasses import replace
 from pathlib import Path
 sys.path.insert(0, {root!r})
 from asr.text import CharTokenizer
+from asr.cli import setup_logging
 from asr.train import train
-from tests.test_train import _cfg, _data
+from tests.conftest import toy_cfg as _cfg, toy_data as _data
 exp = Path(sys.argv[1])
 cfg = _cfg(exp, epochs=7)
 cfg = replace(cfg, train=replace(cfg.train, checkpoint_every=0, lr=3e-3))
+setup_logging()
 train(cfg, _data(64, 0), _data(16, 1), exp, CharTokenizer())
 """
 
@@ -40,7 +41,7 @@ def _loss(model, data) -> float:
                       reduction="sum").item() / len(data.texts)
 
 
-def test_two_process_torchrun_matches_single_process(tmp_path):
+def test_two_process_torchrun_matches_single_process(tmp_path, data):
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(root=str(ROOT)))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -55,9 +56,9 @@ def test_two_process_torchrun_matches_single_process(tmp_path):
     two = torch.load(tmp_path / "two/last.pt", weights_only=True)
     steps = one["scheduler"]["last_epoch"]
     assert steps >= 20 and two["scheduler"]["last_epoch"] == steps
-    data = _data(64, 0)
-    l1 = _loss(load_model(tmp_path / "one/last.pt"), data)
-    l2 = _loss(load_model(tmp_path / "two/last.pt"), data)
+    data = data(64, 0)
+    l1 = _loss(load_checkpoint(tmp_path / "one/last.pt").model, data)
+    l2 = _loss(load_checkpoint(tmp_path / "two/last.pt").model, data)
     assert abs(l1 - l2) < 1e-4, (l1, l2)
     h1 = [json.loads(x)["loss"] for x in (tmp_path / "one/train_log.jsonl").read_text().splitlines()]
     h2 = [json.loads(x)["loss"] for x in (tmp_path / "two/train_log.jsonl").read_text().splitlines()]

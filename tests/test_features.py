@@ -1,21 +1,20 @@
 import numpy as np
 import torch
 
-from asr.config import FeatureConfig
+from asr.features import FeatureConfig
 from asr.data import Utterance
 from asr.features import FeatureExtractor, build_feature_cache, compute_cmvn, load_feature_cache
 
-from .conftest import tone
 
 
-def test_shape_and_hop():
+def test_shape_and_hop(tone):
     ext = FeatureExtractor(FeatureConfig())
     f = ext(tone(1.0))
     assert f.shape == (101, 80) and f.dtype == torch.float32
     assert torch.isfinite(ext(np.zeros(16000, np.float32))).all()   # digital silence stays finite
 
 
-def test_tone_energy_in_right_band():
+def test_tone_energy_in_right_band(tone):
     f = FeatureExtractor(FeatureConfig())(tone(1.0, freq=440.0))
     low = FeatureExtractor(FeatureConfig())(tone(1.0, freq=3000.0))
     assert f.mean(0).argmax() < low.mean(0).argmax()
@@ -33,7 +32,7 @@ def test_cache_skips_bad_audio_and_reuses(wav_dir, tmp_path):
     utts = [Utterance("good", str(wav_dir / "good.wav"), 1.0, "x", "s"),
             Utterance("junk", str(wav_dir / "junk.wav"), 1.0, "x", "s"),
             Utterance("st", str(wav_dir / "stereo44.wav"), 0.5, "x", "s")]
-    cache = build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt", report=tmp_path / "bad.txt")
+    cache = build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt", report=tmp_path / "bad.txt", max_seconds=600.0)
     assert cache["ids"] == ["good", "st"] and cache["skipped"] == 1
     assert (tmp_path / "bad.txt").read_text().startswith("junk\t")
     assert cache["feats"][0].dtype == torch.float16 and cache["feats"][1].shape[1] == 80
@@ -41,8 +40,8 @@ def test_cache_skips_bad_audio_and_reuses(wav_dir, tmp_path):
     assert again["key"] == cache["key"]
     # same inputs -> reused as is (no recomputation: the file is not rewritten)
     mtime = (tmp_path / "c.pt").stat().st_mtime_ns
-    build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt")
+    build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt", max_seconds=600.0)
     assert (tmp_path / "c.pt").stat().st_mtime_ns == mtime
     # a changed feature config invalidates the cache
-    other = build_feature_cache(utts, FeatureConfig(n_mels=40), tmp_path / "c.pt")
+    other = build_feature_cache(utts, FeatureConfig(n_mels=40), tmp_path / "c.pt", max_seconds=600.0)
     assert other["feats"][0].shape[1] == 40

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from asr.lm import (build_lm, kenlm_tool, oov_rate, perplexity, read_lexicon, require_file, word_counts,
+from asr.lm import (LMError, build_lm, kenlm_tool, oov_rate, perplexity, read_lexicon, require_file, word_counts,
                     write_lexicon)
 from asr.text import CharTokenizer
 
@@ -75,7 +75,7 @@ def test_failing_lmplz_reports_its_exit(tmp_path, monkeypatch):
     os.chmod(fake, 0o755)
     monkeypatch.setenv("ASR_KENLM_BIN", str(fake.parent))
     (tmp_path / "t.txt").write_text("a b\n")
-    with pytest.raises(RuntimeError, match=r"lmplz failed \(exit 3\): bad corpus"):
+    with pytest.raises(LMError, match=r"lmplz failed \(exit 3\): bad corpus"):
         build_lm(tmp_path / "t.txt", tmp_path / "lm.bin")
     assert not (tmp_path / "lm.bin").exists() and not (tmp_path / "lm.arpa").exists()
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from asr.config import load_config
+from asr.recipe import load_config
 from asr.corpora.stages import LIBRISPEECH_SHA256, corpus_archives, mirrored
 from asr.data import read_manifest, validate_utterances
 from asr.text import CharTokenizer
 
-from .conftest import needs_espeak, speak
+
 
 ROOT = Path(__file__).resolve().parents[1]
 WORDS = ["yes", "no", "one", "two", "three", "go", "stop", "enter", "repeat", "rubout"]
@@ -29,7 +29,7 @@ TINY = ["--set", "model.hidden=48", "--set", "model.layers=2", "--set", "train.e
         "--set", "train.threads=1", "--set", "train.progress=false", "--set", "augment.freq_mask_width=5"]
 
 
-def _sphere(text: str, path: Path, voice: str) -> None:
+def _sphere(text: str, path: Path, voice: str, speak) -> None:
     wav = path.with_suffix(".wav")
     speak(text, wav, voice)
     audio, rate = sf.read(wav, dtype="int16")
@@ -37,7 +37,7 @@ def _sphere(text: str, path: Path, voice: str) -> None:
     sf.write(path, audio, rate, format="NIST", subtype="PCM_16")
 
 
-def _fake_an4(root: Path) -> Path:
+def _fake_an4(root: Path, speak) -> Path:
     """an4_sphere.tar.gz in AN4's layout: 8 training speakers x 5, 2 test speakers x 4."""
     base = root / "an4"
     (base / "etc").mkdir(parents=True)
@@ -50,7 +50,7 @@ def _fake_an4(root: Path) -> Path:
                 text = " ".join(WORDS[(s + k + j) % len(WORDS)] for j in range(1 + k % 3))
                 folder = f"an4_{'clstk' if split == 'train' else 'test_clstk'}/spk{s}"
                 (base / "wav" / folder).mkdir(parents=True, exist_ok=True)
-                _sphere(text, base / "wav" / folder / f"{uid}.sph", voices[s])
+                _sphere(text, base / "wav" / folder / f"{uid}.sph", voices[s], speak)
                 ids.append(f"{folder}/{uid}")
                 trans.append(f"<s> {text.upper()} </s> ({uid})")
         (base / "etc" / f"an4_{split}.fileids").write_text("\n".join(ids) + "\n")
@@ -63,8 +63,8 @@ def _fake_an4(root: Path) -> Path:
 
 
 @pytest.fixture
-def mirror(tmp_path):
-    site = _fake_an4(tmp_path / "build")
+def mirror(tmp_path, speak):
+    site = _fake_an4(tmp_path / "build", speak)
     handler = functools.partial(SimpleHTTPRequestHandler, directory=str(site))
     handler.log_message = lambda *a: None
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
@@ -78,7 +78,7 @@ def _recipe(run: str, config: str, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-@needs_espeak
+@pytest.mark.espeak
 def test_an4_recipe_end_to_end_from_a_mirror(tmp_path, mirror):
     where = ["--set", f"corpus.root={tmp_path / 'corpus'}", "--set", f"corpus.mirror={mirror}",
              "--set", f"data_dir={tmp_path / 'data'}", "--set", f"exp_dir={tmp_path / 'exp'}",
@@ -102,7 +102,7 @@ def test_an4_recipe_end_to_end_from_a_mirror(tmp_path, mirror):
     assert res.returncode == 0 and res.stderr.count("done, skipping") == 8
 
 
-def _fake_librispeech(root: Path, subsets: dict[str, list[str]]) -> None:
+def _fake_librispeech(root: Path, subsets: dict[str, list[str]], speak) -> None:
     voices = iter(["en+m1", "en+f2", "en-us+m3", "en+f4", "en-us+m2", "en+m3", "en-us+f1", "en+m6"] * 4)
     for n, (subset, texts) in enumerate(subsets.items()):
         for spk in (100 + n, 200 + n):                  # speakers never shared between subsets
@@ -121,14 +121,14 @@ def _fake_librispeech(root: Path, subsets: dict[str, list[str]]) -> None:
             (chap / f"{spk}-7.trans.txt").write_text("\n".join(lines) + "\n")
 
 
-@needs_espeak
-def test_librispeech_960h_config_bpe_on_the_fly(tmp_path):
+@pytest.mark.espeak
+def test_librispeech_960h_config_bpe_on_the_fly(tmp_path, speak):
     train_texts = ["the cat sat on the mat", "a dog ran to the park", "she said it was late",
                    "we went home", "the sun is up", "he read the book"]
     _fake_librispeech(tmp_path / "corpus", {
         "train-clean-100": train_texts[:2], "train-clean-360": train_texts[2:4],
         "train-other-500": train_texts[4:], "dev-clean": ["the dog sat"], "dev-other": ["go home"],
-        "test-clean": ["the cat ran home"], "test-other": ["it was the park"]})
+        "test-clean": ["the cat ran home"], "test-other": ["it was the park"]}, speak)
     lm_text = tmp_path / "lm-norm.txt.gz"
     with gzip.open(lm_text, "wt") as f:
         f.write("THE CAT RAN HOME\nTHE DOG RAN HOME\nA CAT SAT\nTHE CAT SAT\nZYZZYVA\n")
@@ -149,7 +149,7 @@ def test_librispeech_960h_config_bpe_on_the_fly(tmp_path):
     lexicon = (data / "lm/lexicon.txt").read_text()
     assert "\nzyzzyva " not in lexicon and "\u2581" in lexicon       # BPE spellings; rare word out
     assert not (data / "feats/train.pt").exists()                     # training features on the fly
-    from asr.model import load_model
+    from asr import load as load_model
     model = load_model(tmp_path / "exp/best.pt")
     assert model.tokenizer.kind == "bpe" and len(model.tokenizer) == 31
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from asr.model import load_model
+from asr import load as load_model
 
-from .conftest import needs_espeak
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,7 +28,7 @@ def tiny_recipe(tmp_path_factory):
     return tmp, config, res
 
 
-@needs_espeak
+@pytest.mark.espeak
 def test_recipe_produces_results(tiny_recipe):
     tmp, _, res = tiny_recipe
     results = json.loads((tmp / "exp/results.json").read_text())
@@ -46,7 +46,7 @@ def test_recipe_produces_results(tiny_recipe):
     assert len(hyp) == 30
 
 
-@needs_espeak
+@pytest.mark.espeak
 def test_rerun_skips_finished_stages_and_refuses_changed_config(tiny_recipe):
     tmp, config, _ = tiny_recipe
     res = _run(config)
@@ -58,7 +58,7 @@ def test_rerun_skips_finished_stages_and_refuses_changed_config(tiny_recipe):
     assert res.returncode == 2 and "stage 2 (train) finished with a different config" in res.stderr
 
 
-@needs_espeak
+@pytest.mark.espeak
 def test_cli_transcribe_and_score(tiny_recipe):
     tmp, _, _ = tiny_recipe
     wavs = sorted((tmp / "data/wav/test_unseen").glob("*.wav"))[:3]

@@ -1,7 +1,10 @@
 """Sentence text for the read-speech recipe: WordNet example parsing, held-out selection, LM text."""
 import pytest
 
-from asr.config import TextConfig, load_config
+from asr.corpora.real import CorpusError
+from asr.corpora.sentences import TextConfig
+
+from asr.recipe import load_config
 from asr.corpora.sentences import lm_sentences, prepare_text, select_sentences, wordnet_examples
 
 
@@ -40,7 +43,7 @@ def test_select_sentences_disjoint_sizes_and_vocabulary():
     assert "the rare zebra sat" not in everything              # "rare", "zebra" not in top words
     assert all(4 <= len(s.split()) <= 6 for s in everything)
     assert select_sentences(examples, cfg) == out               # deterministic
-    with pytest.raises(ValueError, match="candidate sentences"):
+    with pytest.raises(CorpusError, match="candidate sentences"):
         select_sentences(examples, TextConfig(top_words=8, min_words=4, max_words=6, held_out={"dev": 10_000}))
 
 
@@ -49,14 +52,14 @@ def test_prepare_text_excludes_held_out_from_lm_text(tmp_path):
                for c in ("sat", "ran", "hid") for d in ("here", "there", "now")]
     d = _wordnet(tmp_path, glosses)
     cfg = load_config_text(tmp_path, d)
-    chosen = prepare_text(cfg)
+    chosen = prepare_text(cfg.text, cfg.data_dir, cfg.train_split)
     lm = (tmp_path / "data" / "text" / "lm_train.txt").read_text().splitlines()
     held = set(chosen["dev"]) | set(chosen["test_unseen"])
     assert len(chosen["dev"]) == 5 and len(chosen["test_unseen"]) == 6
     assert not held & set(lm) and set(chosen["train"]) <= set(lm)
     assert len(lm) == len(glosses) - 11
     assert lm_sentences(["a", "b", "c"], {"b"}) == ["a", "c"]
-    assert prepare_text(cfg) == chosen                          # kept on rerun
+    assert prepare_text(cfg.text, cfg.data_dir, cfg.train_split) == chosen                          # kept on rerun
 
 
 def load_config_text(tmp_path, wordnet_dir):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import needs_espeak
+
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def tiny_sentences(tmp_path_factory):
     return tmp, res
 
 
-@needs_espeak
+@pytest.mark.espeak
 def test_recipe_compares_decoders_with_a_tuned_lm(tiny_sentences):
     tmp, res = tiny_sentences
     results = json.loads((tmp / "exp/results.json").read_text())
@@ -32,7 +32,12 @@ def test_recipe_compares_decoders_with_a_tuned_lm(tiny_sentences):
     for split in ("dev", "test_unseen"):
         r = results[split]
         assert set(r["methods"]) == {"greedy", "beam", "beam_lm"} and r["utterances"] == 20
-        assert r["wer"] == r["methods"]["beam_lm"]["wer"] and r["oov_rate"] >= 0
+        assert r["wer"] == r["methods"]["beam_lm"]["wer"]
+        # the OOV rate is the share of reference words the lexicon lacks
+        lexicon = {line.split()[0] for line in (tmp / "data/lm/lexicon.txt").read_text().splitlines()}
+        refs = [w for line in (tmp / f"exp/decode/{split}/ref.txt").read_text().splitlines()
+                for w in line.split()[1:]]
+        assert r["oov_rate"] == pytest.approx(100 * sum(w not in lexicon for w in refs) / len(refs), abs=1e-3)
         for m in r["methods"].values():
             assert m["decode_rtf"] > 0 and 0 <= m["cer"]
         hyps = (tmp / f"exp/decode/{split}/hyp.beam_lm.txt").read_text().splitlines()
@@ -47,7 +52,7 @@ def test_recipe_compares_decoders_with_a_tuned_lm(tiny_sentences):
     assert "| test_unseen |" in res.stdout and "beam_lm WER %" in res.stdout
 
 
-@needs_espeak
+@pytest.mark.espeak
 def test_cli_beam_lm_decode_and_transcribe(tiny_sentences):
     tmp, _ = tiny_sentences
     lm_args = ["--method", "beam_lm", "--lexicon", str(tmp / "data/lm/lexicon.txt"), "--lm",
@@ -69,7 +74,7 @@ def test_cli_beam_lm_decode_and_transcribe(tiny_sentences):
     assert res.returncode == 2 and "lexicon not found" in res.stderr and "nope.txt" in res.stderr
 
 
-@needs_espeak
+@pytest.mark.espeak
 def test_torchrun_decoding_is_sharded_and_matches_one_process(tiny_sentences):
     import shutil
 

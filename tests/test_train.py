@@ -11,39 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.config import AugmentConfig, DataConfig, ModelConfig, RecipeConfig, TrainConfig
-from asr.data import Utterance
-from asr.model import load_model
 import asr.train as T
+from asr.checkpoint import load_checkpoint
+from asr.data import AugmentConfig, Utterance
+from asr.errors import AsrError
+from asr.runtime import native_bf16, resolve_amp
 from asr.text import CharTokenizer
-from asr.train import TrainingSet, build_set, ctc_min_frames, lr_lambda, native_bf16, resolve_amp, train
-
-
-def _data(n: int, seed: int) -> TrainingSet:
-    """Each character has its own feature pattern (6 frames), so the mapping is learnable."""
-    g = torch.Generator().manual_seed(0)
-    tok = CharTokenizer()
-    protos = {c: torch.randn(80, generator=g) * 2 for c in " enostwix"}
-    g.manual_seed(seed)
-    words = ["one", "two", "six"]
-    out = TrainingSet([], [], [], [])
-    for i in range(n):
-        text = " ".join(words[int(torch.randint(3, (1,), generator=g))] for _ in range(1 + i % 2))
-        clean = torch.cat([protos[c].repeat(6, 1) for c in text])
-        out.ids.append(f"u{i}")
-        out.feats.append((clean + 0.3 * torch.randn(clean.shape, generator=g)).half())
-        out.texts.append(text)
-        out.targets.append(tok.encode(text))
-    return out
-
-
-def _cfg(tmp_path, epochs=4) -> RecipeConfig:
-    return RecipeConfig(
-        exp_dir=str(tmp_path),
-        model=ModelConfig(stack=3, hidden=24, layers=1, dropout=0.0),
-        augment=AugmentConfig(speed_factors=(1.0,), freq_masks=0, time_masks=0, gain_db=0.0),
-        train=TrainConfig(epochs=epochs, max_batch_frames=800, lr=1e-2, warmup_steps=2,
-                          patience=10, threads=1, progress=False))
+from asr.train import lr_lambda, train
 
 
 def test_lr_schedule():
@@ -53,90 +27,74 @@ def test_lr_schedule():
     assert 0.1 < lr_lambda(50, 10, 100, 0.1) < 1.0
 
 
-def test_ctc_min_frames():
-    assert ctc_min_frames([1, 2, 3]) == 3
-    assert ctc_min_frames([1, 1, 2, 2, 2]) == 8
-
-
-def test_build_set_skips_and_reports(tmp_path):
-    tok = CharTokenizer()
-    utts = [Utterance("ok", "a.wav", 1.0, "one", "s"), Utterance("empty", "a.wav", 1.0, "", "s"),
-            Utterance("short", "a.wav", 0.1, "one two three", "s"), Utterance("nofeat", "a.wav", 1.0, "one", "s"),
-            Utterance("oov", "a.wav", 1.0, "one 1", "s"), Utterance("nan", "a.wav", 1.0, "one", "s")]
-    cache = {"ids": ["ok", "empty", "short", "oov", "nan"],
-             "feats": [torch.zeros(90, 80), torch.zeros(90, 80), torch.zeros(20, 80), torch.zeros(90, 80),
-                       torch.full((90, 80), float("nan"))]}
-    data = build_set(utts, cache, tok, 3, "train", tmp_path / "skipped.txt")
-    assert data.ids == ["ok", "oov"] and data.texts[1] == "one one"       # default policy maps
-    report = (tmp_path / "skipped.txt").read_text()
-    for uid in ("empty", "short", "nofeat", "oov", "nan"):
-        assert f"{uid}\t" in report
-    assert "too short for CTC" in report and "mapped" in report
-    dropped = build_set(utts, cache, tok, 3, "train", None, DataConfig(oov_policy="drop"))
-    assert dropped.ids == ["ok"]
-
-
-def test_train_learns_and_keeps_best(tmp_path):
-    best = train(_cfg(tmp_path, epochs=6), _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+def test_train_learns_and_keeps_best(tmp_path, data, train_cfg):
+    best = train(train_cfg(tmp_path, epochs=6), data(96, 0), data(24, 1), tmp_path, CharTokenizer())
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 6 and log[-1]["loss"] < 0.5 * log[0]["loss"]
     assert min(e["wer"] for e in log) < 50.0
-    model = load_model(best)
-    assert model.info["dev_wer"] == min(e["wer"] for e in log)
+    assert load_checkpoint(best).info["dev_wer"] == min(e["wer"] for e in log)
 
 
-def test_average_last_epochs(tmp_path, monkeypatch):
+def test_average_last_epochs(tmp_path, monkeypatch, data, train_cfg):
     """``train.average_last``: the last N epoch models are kept, averaged into avg.pt and scored
     on dev; best.pt is the average exactly when its dev WER is no worse than every epoch's."""
-    cfg = _cfg(tmp_path, epochs=5)
+    cfg = train_cfg(tmp_path, epochs=5)
     cfg = replace(cfg, train=replace(cfg.train, average_last=3))
-    best = train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+    best = train(cfg, data(96, 0), data(24, 1), tmp_path, CharTokenizer())
     assert sorted(p.name for p in tmp_path.glob("epoch*.pt")) == ["epoch3.pt", "epoch4.pt", "epoch5.pt"]
     *epochs, record = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert len(epochs) == 5 and record["averaged_epochs"] == [3, 4, 5]
-    avg = load_model(tmp_path / "avg.pt")
+    avg = load_checkpoint(tmp_path / "avg.pt")
     assert avg.info["dev_wer"] == record["wer"] and avg.info["averaged_epochs"] == [3, 4, 5]
-    singles = [load_model(tmp_path / f"epoch{e}.pt") for e in (3, 4, 5)]
-    for name, p in avg.named_parameters():
+    singles = [load_checkpoint(tmp_path / f"epoch{e}.pt").model for e in (3, 4, 5)]
+    for name, p in avg.model.named_parameters():
         torch.testing.assert_close(p, sum(dict(m.named_parameters())[name] for m in singles) / 3)
     best_wer = min(e["wer"] for e in epochs)
     assert record["chosen"] == (record["wer"] <= best_wer)
     # a finished run called again only re-averages: same record
-    train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+    train(cfg, data(96, 0), data(24, 1), tmp_path, CharTokenizer())
     assert json.loads((tmp_path / "train_log.jsonl").read_text().splitlines()[-1]) == record
     # an average better than every epoch becomes best.pt; the single best is kept aside ...
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"wer": 0.0, "cer": 0.0})
-    train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
-    assert load_model(best).info["averaged_epochs"] == [3, 4, 5]
-    assert load_model(tmp_path / "best_single.pt").info["dev_wer"] == best_wer
+    train(cfg, data(96, 0), data(24, 1), tmp_path, CharTokenizer())
+    assert load_checkpoint(best).info["averaged_epochs"] == [3, 4, 5]
+    assert load_checkpoint(tmp_path / "best_single.pt").info["dev_wer"] == best_wer
     # ... and a worse one restores it
     monkeypatch.setattr(T, "evaluate", lambda *a, **k: {"wer": 100.0, "cer": 100.0})
-    train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
-    assert load_model(best).info["dev_wer"] == best_wer and not (tmp_path / "best_single.pt").exists()
+    train(cfg, data(96, 0), data(24, 1), tmp_path, CharTokenizer())
+    assert load_checkpoint(best).info["dev_wer"] == best_wer and not (tmp_path / "best_single.pt").exists()
 
 
-def test_bf16_autocast_training_learns_and_auto_resolves(tmp_path, monkeypatch):
-    """bf16 autocast on CPU trains as well as fp32 on the toy task; ``auto`` picks bf16 only
-    where the hardware has it, and what was used is logged and kept in the checkpoint."""
+def test_amp_resolution(monkeypatch):
+    """``auto`` picks bf16 only where the hardware has it; an explicit bf16 on a CPU without it
+    is a clear error (oneDNN has no emulated bf16 LSTM) instead of a oneDNN traceback."""
     cpu = torch.device("cpu")
     assert resolve_amp("auto", cpu) == ("bf16" if native_bf16(cpu) else "off")
     assert resolve_amp("fp16", cpu) == "fp16" and resolve_amp("off", cpu) == "off"
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
     assert resolve_amp("auto", cpu) == "off"
-    cfg = _cfg(tmp_path, epochs=6)
+    with pytest.raises(AsrError, match="no native bf16"):
+        resolve_amp("bf16", cpu)
+
+
+@pytest.mark.skipif(not native_bf16(torch.device("cpu")), reason="this CPU has no native bf16")
+def test_bf16_autocast_training_learns(tmp_path, data, train_cfg):
+    """bf16 autocast on CPU trains as well as fp32 on the toy task, and what was used is logged
+    and kept in the checkpoint."""
+    cfg = train_cfg(tmp_path, epochs=6)
     cfg = replace(cfg, train=replace(cfg.train, amp="bf16"))
-    best = train(cfg, _data(96, 0), _data(24, 1), tmp_path, CharTokenizer())
+    best = train(cfg, data(96, 0), data(24, 1), tmp_path, CharTokenizer())
     log = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert {e["amp"] for e in log} == {"bf16"}
     assert log[-1]["loss"] < 0.5 * log[0]["loss"] and min(e["wer"] for e in log) < 50.0
-    assert load_model(best).info["precision"] == "bf16"
+    assert load_checkpoint(best).info["precision"] == "bf16"
 
 
-def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
-    train_set, dev_set = _data(64, 0), _data(16, 1)
+def test_resume_after_interruption_is_exact(tmp_path, monkeypatch, data, train_cfg):
+    train_set, dev_set = data(64, 0), data(16, 1)
     full = tmp_path / "full"
-    train(_cfg(full), train_set, dev_set, full, CharTokenizer())
+    train(train_cfg(full), train_set, dev_set, full, CharTokenizer())
 
     import asr.train as T
     real_run_epoch, calls = T.run_epoch, []
@@ -150,9 +108,9 @@ def test_resume_after_interruption_is_exact(tmp_path, monkeypatch):
     part = tmp_path / "part"
     monkeypatch.setattr(T, "run_epoch", crash_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        train(_cfg(part), train_set, dev_set, part, CharTokenizer())
+        train(train_cfg(part), train_set, dev_set, part, CharTokenizer())
     monkeypatch.setattr(T, "run_epoch", real_run_epoch)
-    train(_cfg(part), train_set, dev_set, part, CharTokenizer())
+    train(train_cfg(part), train_set, dev_set, part, CharTokenizer())
     a = torch.load(full / "last.pt", weights_only=True)["model"]["state_dict"]
     b = torch.load(part / "last.pt", weights_only=True)["model"]["state_dict"]
     for k in a:
@@ -165,7 +123,7 @@ import sys, time
 sys.path.insert(0, {root!r})
 import asr.train as T
 from asr.text import CharTokenizer
-from tests.test_train import _cfg, _data
+from tests.conftest import toy_cfg as _cfg, toy_data as _data
 from pathlib import Path
 from dataclasses import replace
 slow = float(sys.argv[2])
@@ -177,6 +135,8 @@ T.run_batch = run_batch
 exp = Path(sys.argv[1])
 cfg = _cfg(exp)
 cfg = replace(cfg, train=replace(cfg.train, checkpoint_every=1))
+from asr.cli import setup_logging
+setup_logging()
 T.train(cfg, _data(64, 0), _data(16, 1), exp, CharTokenizer())
 """
 
@@ -212,7 +172,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
     assert [h["loss"] for h in a["progress"]["history"]] == [h["loss"] for h in b["progress"]["history"]]
 
 
-def test_non_finite_batches_are_skipped_and_counted(tmp_path, monkeypatch):
+def test_non_finite_batches_are_skipped_and_counted(tmp_path, monkeypatch, data, train_cfg):
     from asr.data import BatchIterator
     real_collate = BatchIterator.collate
 
@@ -223,13 +183,13 @@ def test_non_finite_batches_are_skipped_and_counted(tmp_path, monkeypatch):
         return (x, *rest)
 
     monkeypatch.setattr(BatchIterator, "collate", poisoned)
-    train(_cfg(tmp_path, epochs=1), _data(32, 0), _data(8, 1), tmp_path, CharTokenizer())
+    train(train_cfg(tmp_path, epochs=1), data(32, 0), data(8, 1), tmp_path, CharTokenizer())
     state = torch.load(tmp_path / "last.pt", weights_only=True)
     assert state["progress"]["history"][0]["skipped_batches"] == 1
     assert all(torch.isfinite(v).all() for v in state["model"]["state_dict"].values())
 
 
-def test_out_of_memory_batch_is_split(tmp_path, monkeypatch):
+def test_out_of_memory_batch_is_split(tmp_path, monkeypatch, data, train_cfg):
     import asr.train as T
     real_step = T.train_step
 
@@ -239,34 +199,34 @@ def test_out_of_memory_batch_is_split(tmp_path, monkeypatch):
         return real_step(tr, x, *rest)
 
     monkeypatch.setattr(T, "train_step", step_failing_on_big_batches)
-    train(_cfg(tmp_path, epochs=1), _data(32, 0), _data(8, 1), tmp_path, CharTokenizer())
+    train(train_cfg(tmp_path, epochs=1), data(32, 0), data(8, 1), tmp_path, CharTokenizer())
     hist = torch.load(tmp_path / "last.pt", weights_only=True)["progress"]["history"][0]
     assert hist["split_batches"] > 0 and hist["skipped_batches"] == 0
 
 
-def test_loader_workers_train_exactly_like_the_loop(tmp_path):
+def test_loader_workers_train_exactly_like_the_loop(tmp_path, data, train_cfg):
     """Batches built in worker processes (with augmentation) give the same weights."""
     from dataclasses import replace
 
-    base = _cfg(tmp_path / "a", epochs=2)
+    base = train_cfg(tmp_path / "a", epochs=2)
     base = replace(base, augment=AugmentConfig(speed_factors=(0.9, 1.0, 1.1), freq_masks=1, freq_mask_width=4,
                                                time_masks=1, gain_db=3.0))
     with_workers = replace(base, exp_dir=str(tmp_path / "b"), train=replace(base.train, workers=2))
-    train(base, _data(48, 0), _data(8, 1), tmp_path / "a", CharTokenizer())
-    train(with_workers, _data(48, 0), _data(8, 1), tmp_path / "b", CharTokenizer())
-    a, b = load_model(tmp_path / "a/last.pt"), load_model(tmp_path / "b/last.pt")
+    train(base, data(48, 0), data(8, 1), tmp_path / "a", CharTokenizer())
+    train(with_workers, data(48, 0), data(8, 1), tmp_path / "b", CharTokenizer())
+    a, b = load_checkpoint(tmp_path / "a/last.pt").model, load_checkpoint(tmp_path / "b/last.pt").model
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(pa, pb), name
 
 
 def test_features_on_the_fly_match_the_cache_and_skip_bad_audio(tmp_path, wav_dir):
-    from asr.config import FeatureConfig
+    from asr.features import FeatureConfig
     from asr.data import BatchIterator
     from asr.features import LazyFeatures, build_feature_cache, feature_lengths
 
     utts = [Utterance("g", str(wav_dir / "good.wav"), 1.0, "one", "s"),
             Utterance("st", str(wav_dir / "stereo44.wav"), 0.5, "two", "s")]
-    cache = build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt")
+    cache = build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt", max_seconds=600.0)
     lazy = LazyFeatures(utts, FeatureConfig())
     assert feature_lengths(lazy) == [f.shape[0] for f in cache["feats"]]
     assert all(torch.equal(a, b) for a, b in zip(lazy, cache["feats"]))
@@ -279,11 +239,3 @@ def test_features_on_the_fly_match_the_cache_and_skip_bad_audio(tmp_path, wav_di
     assert batches.collate([2], batches.batch_rng(0, 1)) is None
 
 
-def test_build_set_on_the_fly_checks_ctc_lengths(tmp_path, wav_dir):
-    from asr.config import FeatureConfig
-
-    utts = [Utterance("g", str(wav_dir / "good.wav"), 1.0, "one", "s"),
-            Utterance("long", str(wav_dir / "stereo44.wav"), 0.5, "x" * 40, "s")]
-    s = build_set(utts, None, CharTokenizer(), 3, "train", tmp_path / "skipped.txt", DataConfig(), FeatureConfig())
-    assert s.ids == ["g"] and s.feats.lengths == [101]
-    assert "long\ttoo short for CTC" in (tmp_path / "skipped.txt").read_text()

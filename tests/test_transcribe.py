@@ -5,13 +5,12 @@ import pytest
 import soundfile as sf
 
 from asr.audio import AudioError, load_audio
-from asr.transcribe import (SegmentOptions, Transcription, Word, segment_stream, stream_audio,
+from asr.transcribe import (SegmentOptions, Transcription, Word, decode_segments, segment_stream, stream_audio,
                             subtitle_cues, to_srt, to_vtt, transcribe, write_outputs)
 
-from .conftest import tone
 
 
-def _bursts(n: int, rate: int = 16000) -> tuple[np.ndarray, list[tuple[float, float]]]:
+def _bursts(tone, n: int, rate: int = 16000) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """n tone bursts of 0.6-1.4 s separated by 0.3-0.8 s of low noise; returns the pause spans."""
     rng = np.random.default_rng(0)
     parts, pauses, t = [], [], 0.0
@@ -25,8 +24,8 @@ def _bursts(n: int, rate: int = 16000) -> tuple[np.ndarray, list[tuple[float, fl
     return np.concatenate(parts), pauses
 
 
-def test_segments_tile_the_stream_and_cut_in_pauses():
-    x, pauses = _bursts(40)
+def test_segments_tile_the_stream_and_cut_in_pauses(tone):
+    x, pauses = _bursts(tone, 40)
     opts = SegmentOptions(max_segment_s=5.0)
     blocks = (x[i: i + 7000] for i in range(0, x.size, 7000))        # odd block size on purpose
     segs = list(segment_stream(blocks, opts))
@@ -38,14 +37,14 @@ def test_segments_tile_the_stream_and_cut_in_pauses():
         assert any(a <= t <= b for a, b in pauses), t
 
 
-def test_no_pause_still_capped():
+def test_no_pause_still_capped(tone):
     x = tone(12.0)
     segs = list(segment_stream(iter([x]), SegmentOptions(max_segment_s=4.0)))
     assert np.array_equal(np.concatenate([s for _, s in segs]), x)
     assert all(s.size <= 4 * 16000 for _, s in segs)
 
 
-def test_stream_matches_whole_file_resampling(tmp_path):
+def test_stream_matches_whole_file_resampling(tmp_path, tone):
     x = tone(25.0, 44100, channels=2)
     sf.write(tmp_path / "long.flac", x, 44100)
     streamed = np.concatenate(list(stream_audio(tmp_path / "long.flac")))
@@ -55,20 +54,28 @@ def test_stream_matches_whole_file_resampling(tmp_path):
     assert np.max(np.abs(streamed[1000:n - 1000] - whole[1000:n - 1000])) < 1e-3
 
 
-def test_bad_sources(tmp_path, tiny_model):
+def test_bad_sources(tmp_path, tiny_recognizer):
     (tmp_path / "junk.wav").write_bytes(b"junk")
     sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 16000)
     sf.write(tmp_path / "short.wav", np.zeros(400, np.float32), 16000)
     for name, reason in [("junk.wav", "cannot read"), ("empty.wav", "empty"), ("short.wav", "too short")]:
         with pytest.raises(AudioError, match=rf"{name}.*{reason}"):
-            transcribe(tiny_model.eval(), tmp_path / name)
+            transcribe(tiny_recognizer, tmp_path / name)
 
 
-def test_transcribe_array_and_outputs(tmp_path, tiny_model):
-    tr = tiny_model.eval().transcribe(tone(3.0, 8000, channels=2), sample_rate=8000, max_segment_s=1.0)
+def test_transcribe_array_and_outputs(tmp_path, tiny_recognizer, tone):
+    x = tone(3.0, 8000, channels=2)
+    tr = tiny_recognizer.transcribe(x, sample_rate=8000, max_segment_s=1.0)
     assert isinstance(tr, Transcription) and tr.duration == pytest.approx(3.0, abs=0.01)
-    for s in tr.segments:
-        assert s.end - s.start <= 1.0 + 1e-6 and s.text
+    assert tr.text == " ".join(s.text for s in tr.segments if s.text)
+    # every decoded segment (empty ones included) is at most 1 s and they tile the 3 s
+    opts = SegmentOptions(max_segment_s=1.0)
+    segs = decode_segments(tiny_recognizer, list(segment_stream(stream_audio(x, 8000), opts)), opts)
+    assert len(segs) >= 3 and segs[0].start == 0.0 and segs[-1].end == pytest.approx(3.0, abs=0.01)
+    for a, b in zip(segs, segs[1:]):
+        assert a.end == b.start and b.end - b.start <= 1.0 + 1e-6
+    for seg in segs:
+        assert all(seg.start - 1e-6 <= w.start <= w.end <= seg.end + 1e-6 for w in seg.words)
     tr = Transcription("one two three", [Word("one", 0.5, 0.8, 0.9), Word("two", 0.9, 1.2, 0.8),
                                           Word("three", 4.0, 4.4, 0.7)], [], 5.0)
     assert [c[2] for c in subtitle_cues(tr)] == ["one two", "three"]       # split at the long gap

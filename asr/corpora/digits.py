@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from ..config import SynthConfig
-from .synth import make_jobs, split_voices, synthesize_splits  # noqa: F401  (re-exported)
+
+from .synth import SynthConfig, make_jobs, split_voices, synthesize_splits  # noqa: F401  (re-exported)
 
 DIGIT_VOCAB = ("oh", "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 

@@ -4,22 +4,27 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import sys
+import logging
 import tarfile
 import urllib.error
 import urllib.request
 import zipfile
 from pathlib import Path
 
+from ..errors import AsrError
+
 CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
+REPORT_BYTES = 100 << 20       # log progress every 100 MB
+
+log = logging.getLogger(__name__)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(AsrError):
     pass
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(AsrError):
     """An archive member would land outside the target directory (or is a device/link escape)."""
 
 
@@ -54,9 +59,8 @@ def download(url: str, dest: str | Path, checksum: str | None = None, progress: 
                 for block in iter(lambda: resp.read(CHUNK_BYTES), b""):
                     f.write(block)
                     have += len(block)
-                    if progress:
-                        print(f"\r[download] {dest.name}: {have / 1e6:.1f}/{total / 1e6:.1f} MB",
-                              end="", file=sys.stderr)
+                    if progress and have // REPORT_BYTES != (have - len(block)) // REPORT_BYTES:
+                        log.info("%s: %.1f/%.1f MB", dest.name, have / 1e6, total / 1e6)
             if have < total:
                 raise DownloadError(f"{url}: connection closed after {have} of {total} bytes "
                                     f"(partial data kept in {part}; rerun to resume)")
@@ -67,8 +71,6 @@ def download(url: str, dest: str | Path, checksum: str | None = None, progress: 
             raise DownloadError(f"{url}: HTTP {e.code} {e.reason} (partial data kept in {part})") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         raise DownloadError(f"{url}: {e} (partial data kept in {part}; rerun to resume)") from None
-    if progress:
-        print(file=sys.stderr)
     if checksum:
         got = file_digest(part, algo)
         if got != expected:

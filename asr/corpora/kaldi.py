@@ -14,11 +14,12 @@ from typing import Sequence
 
 from ..audio import AudioError, audio_duration
 from ..data import Utterance, write_manifest
+from ..errors import AsrError, Problem
 
 PIPE_TIMEOUT_S = 600
 
 
-class KaldiDirError(ValueError):
+class KaldiDirError(AsrError):
     pass
 
 
@@ -73,23 +74,23 @@ def import_kaldi_dir(data_dir: str | Path, allow_pipes: bool = False,
         rec, offset, end = uid, None, None
         if segments:
             if uid not in segments:
-                problems.append(f"{uid}\tnot in {d / 'segments'}")
+                problems.append(Problem(uid, f"not in {d / 'segments'}"))
                 continue
             parts = segments[uid].split()
             try:
                 rec, offset, end = parts[0], float(parts[1]), float(parts[2])
             except (IndexError, ValueError):
-                problems.append(f"{uid}\tmalformed segments line")
+                problems.append(Problem(uid, "malformed segments line"))
                 continue
         if rec not in wav:
-            problems.append(f"{uid}\trecording {rec!r} not in {d / 'wav.scp'}")
+            problems.append(Problem(uid, f"recording {rec!r} not in {d / 'wav.scp'}"))
             continue
         try:
             if rec not in paths:
                 paths[rec] = _resolve_wav(rec, wav[rec], cache, allow_pipes)
             duration = audio_duration(paths[rec]) if offset is None else end - offset
         except (KaldiDirError, AudioError, subprocess.TimeoutExpired) as e:
-            problems.append(f"{uid}\t{e}")
+            problems.append(Problem(uid, str(e)))
             continue
         utts.append(Utterance(uid, str(paths[rec]), round(duration, 4), text[uid], utt2spk.get(uid, uid.split("-")[0]),
                               offset))
@@ -129,9 +130,9 @@ def export_kaldi_dir(utts: Sequence[Utterance], data_dir: str | Path) -> Path:
 
 
 def import_to_manifest(data_dir: str | Path, manifest: str | Path, allow_pipes: bool = False) -> Path:
-    from ..data import report_skipped
+    from ..errors import report_problems
 
     utts, problems = import_kaldi_dir(data_dir, allow_pipes)
-    report_skipped(problems, len(utts) + len(problems), "kaldi import", Path(manifest).with_suffix(".skipped.txt"))
+    report_problems(problems, len(utts) + len(problems), "kaldi import", Path(manifest).with_suffix(".skipped.txt"))
     write_manifest(utts, manifest)
     return Path(manifest)

@@ -1,20 +1,25 @@
-"""Corpus stages of the real-corpus recipes (LibriSpeech, Mini LibriSpeech, AN4, Common Voice):
-resumable checksummed downloads with safe extraction, manifests per split (several corpus
-subsets joined into one split), and the LM text. A recipe folder only lists them."""
+"""Corpus stages of every recipe: synthesis of the digits and sentences corpora, and for the
+real-corpus recipes (LibriSpeech, Mini LibriSpeech, AN4, Common Voice) resumable checksummed
+downloads with safe extraction, manifests per split (several corpus subsets joined into one
+split) and the LM text. A recipe's ``run.py`` only lists stages."""
 from __future__ import annotations
 
 import gzip
 import io
 import itertools
-import sys
+import logging
 from pathlib import Path
 from typing import Iterator
 
-from ..config import CorpusConfig, RecipeConfig
 from ..data import read_manifest, write_manifest
 from ..text import normalize_text
 from .download import download, safe_extract
-from .real import AN4_URL, LIBRISPEECH_URL, MINI_LIBRISPEECH_URL, prepare_split
+from ..recipe import Recipe, decode_stage, features_stage, lm_stage, stage, train_stage, tune_stage
+from .digits import prepare_digits
+from .real import AN4_URL, LIBRISPEECH_URL, MINI_LIBRISPEECH_URL, CorpusConfig, CorpusError, prepare_split
+from .sentences import prepare_sentences
+
+log = logging.getLogger(__name__)
 
 # published SHA-256 of the OpenSLR 12 archives (as shipped in torchaudio.datasets.librispeech)
 LIBRISPEECH_SHA256 = {
@@ -46,12 +51,25 @@ def mirrored(url: str, mirror: str) -> str:
     return f"{mirror.rstrip('/')}/{url.split('/', 3)[3]}" if mirror else url
 
 
-def download_stage(cfg: RecipeConfig) -> None:
+@stage(reads=("synth",), name="synth")
+def digits_synth_stage(r: Recipe) -> dict[str, Path]:
+    """Synthesize the digits corpus: every split of ``synth.splits`` -> manifests."""
+    return prepare_digits(r.cfg.synth, r.paths.data_dir, r.cfg.train_split)
+
+
+@stage(reads=("text", "synth"), name="synth")
+def sentences_synth_stage(r: Recipe) -> dict[str, Path]:
+    """Select the read sentences and LM text (``text``), then synthesize every split."""
+    return prepare_sentences(r.cfg.text, r.cfg.synth, r.paths.data_dir, r.cfg.train_split)
+
+
+@stage(reads=("corpus",))
+def download_stage(r: Recipe) -> None:
     """Download (resuming) and safely extract every needed archive into ``corpus.root``; an
     archive extracted before is skipped."""
-    c = cfg.corpus
+    c = r.cfg.corpus
     if not c.download:
-        print(f"[corpus] download: false; expecting {c.name} under {c.root}", file=sys.stderr)
+        log.info("download: false; expecting %s under %s", c.name, c.root)
         return
     archive_dir = Path(c.archive_dir or Path(c.root) / "archives")
     for url, checksum in corpus_archives(c):
@@ -60,7 +78,7 @@ def download_stage(cfg: RecipeConfig) -> None:
         if mark.exists():
             continue
         if checksum is None:
-            print(f"[corpus] {name}: no published checksum; only the transfer is checked", file=sys.stderr)
+            log.warning("%s: no published checksum; only the transfer is checked", name)
         archive = download(mirrored(url, c.mirror), archive_dir / name, checksum)
         safe_extract(archive, c.root)
         mark.write_text(url + "\n")
@@ -68,11 +86,12 @@ def download_stage(cfg: RecipeConfig) -> None:
         download(mirrored(c.lm_text_url, c.mirror), Path(c.lm_text))
 
 
-def prepare_stage(cfg: RecipeConfig) -> dict[str, Path]:
+@stage(reads=("corpus",))
+def prepare_stage(r: Recipe) -> dict[str, Path]:
     """``data_dir/<split>.jsonl`` per split: its corpus subsets prepared and joined (each
     subset's skipped files are listed in ``data_dir/parts/<subset>.skipped.txt``). With
     ``corpus.dev_speakers`` and no dev subset, dev is that many speakers taken out of training."""
-    c, out = cfg.corpus, Path(cfg.data_dir)
+    cfg, c, out = r.cfg, r.cfg.corpus, r.paths.data_dir
     manifests = {}
     for split, subsets in c.splits.items():
         utts = []
@@ -81,15 +100,15 @@ def prepare_stage(cfg: RecipeConfig) -> dict[str, Path]:
             utts += read_manifest(part)
         ids = [u.id for u in utts]
         if len(set(ids)) != len(ids):
-            raise ValueError(f"split {split}: subsets {list(subsets)} share utterance ids")
+            raise CorpusError(f"split {split}: subsets {list(subsets)} share utterance ids")
         manifests[split] = out / f"{split}.jsonl"
         if split == cfg.train_split and c.dev_speakers and cfg.dev_split not in c.splits:
             utts, dev = split_speakers(utts, c.dev_speakers)
             write_manifest(dev, out / f"{cfg.dev_split}.jsonl")
             manifests[cfg.dev_split] = out / f"{cfg.dev_split}.jsonl"
         write_manifest(utts, manifests[split])
-        print(f"[corpus] {split}: {len(utts)} utterances, {sum(u.duration for u in utts) / 3600:.1f} h "
-              f"from {', '.join(subsets)}", file=sys.stderr)
+        log.info("%s: %d utterances, %.1f h from %s", split, len(utts), sum(u.duration for u in utts) / 3600,
+                 ", ".join(subsets))
     return manifests
 
 
@@ -97,7 +116,7 @@ def split_speakers(utts: list, n: int) -> tuple[list, list]:
     """(rest, held): every ``len(speakers) // n``-th speaker (sorted) held out, deterministically."""
     speakers = sorted({u.speaker for u in utts})
     if n >= len(speakers):
-        raise ValueError(f"dev_speakers={n} but training has only {len(speakers)} speakers")
+        raise CorpusError(f"dev_speakers={n} but training has only {len(speakers)} speakers")
     step = len(speakers) // n
     held = set(speakers[::step][:n])
     return [u for u in utts if u.speaker not in held], [u for u in utts if u.speaker in held]
@@ -111,19 +130,21 @@ def read_text_lines(path: str | Path) -> Iterator[str]:
         yield from (line.rstrip("\n") for line in f)
 
 
-def lm_text_stage(cfg: RecipeConfig) -> Path:
+@stage(reads=("corpus",))
+def lm_text_stage(r: Recipe) -> Path:
     """``data_dir/text/lm_train.txt``: the training transcripts plus ``corpus.lm_text``
     (normalized, streamed), minus every dev/test transcript, so no evaluated sentence is in
     the LM."""
+    cfg = r.cfg
     held = set()
     for split in [cfg.dev_split, *cfg.test_splits]:
-        held |= {u.text for u in read_manifest(Path(cfg.data_dir) / f"{split}.jsonl")}
-    out = Path(cfg.data_dir) / "text" / "lm_train.txt"
+        held |= {u.text for u in read_manifest(r.paths.manifest(split))}
+    out = r.paths.lm_text
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     n = dropped = 0
     with tmp.open("w", encoding="utf-8") as f:
-        train = (u.text for u in read_manifest(Path(cfg.data_dir) / f"{cfg.train_split}.jsonl"))
+        train = (u.text for u in read_manifest(r.paths.manifest(cfg.train_split)))
         extra = read_text_lines(cfg.corpus.lm_text) if cfg.corpus.lm_text else ()
         for line in itertools.chain(train, extra):
             text = normalize_text(line)
@@ -135,24 +156,10 @@ def lm_text_stage(cfg: RecipeConfig) -> Path:
             f.write(text + "\n")
             n += 1
     tmp.replace(out)
-    print(f"[lm text] {out}: {n} sentences ({dropped} held-out sentences left out)", file=sys.stderr)
+    log.info("%s: %d sentences (%d held-out sentences left out)", out, n, dropped)
     return out
 
 
-
-def real_corpus_stages():
-    """The stage list of a real-corpus recipe (``run.py`` passes it to :func:`asr.cli.recipe_main`)."""
-    from ..recipe import decode_stage, features_stage, lm_stage, train_stage, tune_stage
-
-    data = ["corpus", "data_dir"]
-    model = [*data, "tokenizer", "data", "features", "model", "augment", "train"]
-    return [
-        ("download", download_stage, ["corpus"]),
-        ("prepare", prepare_stage, data),
-        ("lm_text", lm_text_stage, data),
-        ("features", features_stage, [*data, "data", "features"]),
-        ("lm", lm_stage, [*data, "tokenizer", "lm"]),
-        ("train", train_stage, model),
-        ("tune", tune_stage, [*model, "lm", "decode"]),
-        ("decode", decode_stage, [*model, "lm", "decode"]),
-    ]
+# the stage list of a real-corpus recipe (librispeech and an4 share it)
+REAL_CORPUS_STAGES = [download_stage, prepare_stage, lm_text_stage, features_stage, lm_stage, train_stage,
+                      tune_stage, decode_stage]

@@ -4,18 +4,54 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..config import SynthConfig
-from ..data import report_skipped, write_manifest
+from ..config import require
+from .real import CorpusError
+from ..data import write_manifest
+from ..errors import report_problems
 from ..tts import Job, check_voices, engine_of, expand_voices, synthesize
+
+@dataclass(frozen=True)
+class VoiceGroup:
+    """Part of a synthesized split: ``utterances`` spread evenly over ``voices``."""
+
+    voices: tuple[str, ...] = ()   # "engine:voice" specs, brace expansion allowed
+    utterances: int = 100
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Text-to-speech corpus synthesis with per-utterance variation."""
+
+    splits: dict[str, tuple[VoiceGroup, ...]] = field(default_factory=dict)
+    min_digits: int = 1
+    max_digits: int = 7
+    speed_range: tuple[float, float] = (0.8, 1.25)   # relative speaking rate
+    pitch_range: tuple[float, float] = (0.8, 1.25)   # relative pitch
+    formant_range: tuple[float, float] = (1.0, 1.0)  # spectral envelope shift (espeak, flite)
+    snr_db_range: tuple[float, float] = (10.0, 40.0)
+    noise_prob: float = 0.7
+    pad_range_s: tuple[float, float] = (0.05, 0.4)  # silence added before/after
+    seed: int = 7
+    jobs: int = 2
+
+    def check(self, where: str) -> None:
+        require(1 <= self.min_digits <= self.max_digits, f"{where}.min_digits", "1 <= min <= max_digits")
+        for name, groups in self.splits.items():
+            require(len(groups) > 0, f"{where}.splits.{name}", "needs at least one voice group")
+            for i, g in enumerate(groups):
+                require(len(g.voices) > 0, f"{where}.splits.{name}[{i}].voices", "must not be empty")
+                require(g.utterances > 0, f"{where}.splits.{name}[{i}].utterances", "must be > 0")
+
 
 TextFn = Callable[[random.Random, int], str]   # (rng, utterance index) -> text to speak
 
 
 def split_voices(cfg: SynthConfig, train_split: str = "train") -> dict[str, list[list[str]]]:
-    """Expanded voices per split and voice group; raises ValueError if a held-out split shares a voice (or, for
+    """Expanded voices per split and voice group; raises CorpusError if a held-out split shares a voice (or, for
     "engine" splits, an engine) with the training split."""
     voices = {name: [expand_voices(g.voices) for g in groups] for name, groups in cfg.splits.items()}
     flat = {name: [v for g in groups for v in g] for name, groups in voices.items()}
@@ -26,9 +62,9 @@ def split_voices(cfg: SynthConfig, train_split: str = "train") -> dict[str, list
             continue
         shared = sorted(train & set(vs))
         if shared:
-            raise ValueError(f"split {name!r} shares voices with {train_split!r}: {shared}")
+            raise CorpusError(f"split {name!r} shares voices with {train_split!r}: {shared}")
         if "engine" in name and {engine_of(v) for v in vs} & train_engines:
-            raise ValueError(f"split {name!r} must use engines unseen in training, "
+            raise CorpusError(f"split {name!r} must use engines unseen in training, "
                              f"got {sorted({engine_of(v) for v in vs})}")
     return voices
 
@@ -66,7 +102,7 @@ def synthesize_splits(cfg: SynthConfig, out_dir: str | Path, text_fns: dict[str,
     voices = split_voices(cfg, train_split)
     missing = sorted(set(voices) - set(text_fns))
     if missing:
-        raise ValueError(f"no text for split(s) {missing}")
+        raise CorpusError(f"no text for split(s) {missing}")
     check_voices([v for groups in voices.values() for g in groups for v in g])
     manifests = {}
     for split, vs in voices.items():
@@ -76,7 +112,7 @@ def synthesize_splits(cfg: SynthConfig, out_dir: str | Path, text_fns: dict[str,
             continue
         jobs = make_jobs(cfg, split, vs, text_fns[split])
         utts, errors = synthesize(jobs, out_dir / "wav" / split, cfg.jobs, progress=progress)
-        report_skipped(errors, len(jobs), f"synth {split}", out_dir / f"{split}.skipped.txt")
+        report_problems(errors, len(jobs), f"synth {split}", out_dir / f"{split}.skipped.txt")
         write_manifest(utts, path)
         stats = {"utterances": len(utts), "failed": len(errors), "voices": sum(map(len, vs)),
                  "hours": round(sum(u.duration for u in utts) / 3600, 3)}

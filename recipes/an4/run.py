@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from asr.cli import recipe_main  # noqa: E402
-from asr.corpora.stages import real_corpus_stages  # noqa: E402
+from asr.corpora.stages import REAL_CORPUS_STAGES  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(recipe_main(real_corpus_stages(), Path(__file__).with_name("config.yaml")))
+    sys.exit(recipe_main(REAL_CORPUS_STAGES, Path(__file__).with_name("config.yaml")))

@@ -10,19 +10,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from asr.cli import recipe_main  # noqa: E402
-from asr.corpora.sentences import prepare_sentences  # noqa: E402
+from asr.corpora.stages import sentences_synth_stage  # noqa: E402
 from asr.recipe import decode_stage, features_stage, lm_stage, train_stage, tune_stage  # noqa: E402
 
-DATA = ["text", "synth", "data_dir"]
-MODEL = [*DATA, "data", "features", "model", "augment", "train"]
-STAGES = [
-    ("synth", prepare_sentences, DATA),
-    ("features", features_stage, [*DATA, "features"]),
-    ("lm", lm_stage, [*DATA, "lm"]),
-    ("train", train_stage, MODEL),
-    ("tune", tune_stage, [*MODEL, "lm", "decode"]),
-    ("decode", decode_stage, [*MODEL, "lm", "decode"]),
-]
+STAGES = [sentences_synth_stage, features_stage, lm_stage, train_stage, tune_stage, decode_stage]
 
 if __name__ == "__main__":
     sys.exit(recipe_main(STAGES, Path(__file__).with_name("config.yaml")))

@@ -1,0 +1,159 @@
+"""A model ready to recognise: acoustic model + tokenizer + feature extractor + decoder + info.
+
+``asr.load(path)`` returns a :class:`Recognizer`; everything that turns audio or features into
+text (transcription, manifest decoding, a recipe's decode stage, dev evaluation in training)
+goes through one. The acoustic model inside stays pure: ``forward(feats, lens) -> (log_probs,
+out_lens)``.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE_HZ, AudioError
+from .checkpoint import load_checkpoint, quantize_int8
+from .data import Utterance, bucket_batches, load_utterance_audio, pad_batch
+from .decode import DecodeConfig, Decoder, GreedyDecoder, Hypothesis, decode_emissions, make_decoder
+from .errors import Problem
+from .features import FeatureConfig, FeatureExtractor, cached_extractor, feature_lengths
+from .model import BiLSTMCTC
+from .text import Tokenizer
+from .transcribe import SegmentOptions, Transcription, transcribe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Recognizer:
+    """``model`` (eval mode; int8-quantized or not), its ``tokenizer`` and ``features`` front
+    end, the default ``decoder`` and the checkpoint's ``info`` (epoch, dev WER, config...)."""
+
+    model: torch.nn.Module
+    tokenizer: Tokenizer
+    features: FeatureExtractor
+    decoder: Decoder
+    info: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_model(cls, model: BiLSTMCTC, features: FeatureConfig, tokenizer: Tokenizer,
+                   decoder: Decoder | None = None, info: dict | None = None) -> "Recognizer":
+        return cls(model, tokenizer, cached_extractor(features), decoder or GreedyDecoder(tokenizer), info or {})
+
+    @property
+    def feature_config(self) -> FeatureConfig:
+        return self.features.cfg
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.cmvn_mean.device
+
+    @property
+    def frame_s(self) -> float:
+        """Seconds per output frame (feature hop x frame stacking)."""
+        return self.features.hop / SAMPLE_RATE_HZ * self.model.cfg.stack
+
+    @property
+    def min_samples(self) -> int:
+        """Shortest input that gives one output frame."""
+        return self.model.cfg.stack * self.features.hop
+
+    def with_decoder(self, decoder: Decoder | None) -> "Recognizer":
+        """The same recognizer with another default decoder (None: keep this one)."""
+        return self if decoder is None else replace(self, decoder=decoder)
+
+    def make_decoder(self, cfg: DecodeConfig, method: str | None = None, beam_size: int | None = None) -> Decoder:
+        return make_decoder(self.tokenizer, cfg, method, beam_size)
+
+    @torch.inference_mode()
+    def forward(self, feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """[(T_i, F)] -> (log_probs (B, T', V), out_lens (B,)) on the model's device."""
+        x, lens = pad_batch([f.float() for f in feats])
+        return self.model(x.to(self.device), lens.to(self.device))
+
+    @torch.inference_mode()
+    def emissions(self, feats: Sequence[torch.Tensor], batch_frames: int = 40000) -> list[torch.Tensor]:
+        """Per utterance (T_i', V) log-probs on the CPU, in input order."""
+        out: list[torch.Tensor] = [torch.empty(0)] * len(feats)
+        for batch in bucket_batches(feature_lengths(feats), batch_frames, seed=None):
+            log_probs, out_lens = self.forward([feats[i] for i in batch])
+            for k, i in enumerate(batch):
+                out[i] = log_probs[k, : int(out_lens[k])].float().cpu()
+        return out
+
+    def decode_features(self, feats: Sequence[torch.Tensor], batch_frames: int = 40000,
+                        decoder: Decoder | None = None) -> list[Hypothesis]:
+        """Hypotheses of (T_i, F) feature tensors, in input order (``decoder`` or the default)."""
+        decoder = decoder or self.decoder
+        if isinstance(decoder, GreedyDecoder):      # decode whole model batches: no copies
+            hyps: list[Hypothesis | None] = [None] * len(feats)
+            with torch.inference_mode():
+                for batch in bucket_batches(feature_lengths(feats), batch_frames, seed=None):
+                    for i, hyp in zip(batch, decoder(*self.forward([feats[i] for i in batch]))):
+                        hyps[i] = hyp
+            return hyps                              # type: ignore[return-value]
+        return decode_emissions(decoder, self.emissions(feats, batch_frames))
+
+    def transcribe(self, audio: str | Path | np.ndarray, sample_rate: int | None = None,
+                   decoder: Decoder | None = None, **options) -> Transcription:
+        """Transcribe a path or a (N,) / (N, C) sample array: text, words with times and
+        confidence, segments. ``options`` are :class:`asr.transcribe.SegmentOptions` fields."""
+        return transcribe(self.with_decoder(decoder), audio, sample_rate, SegmentOptions(**options))
+
+
+def load(path: str | Path, device: str = "cpu", int8: bool = False, decode: DecodeConfig | None = None,
+         method: str | None = None) -> Recognizer:
+    """Load a self-describing checkpoint as a :class:`Recognizer` (``weights_only=True``: a
+    checkpoint can never execute code). ``int8``: dynamically quantized copy for fast CPU
+    inference; ``decode``/``method``: the default decoder (greedy when not given)."""
+    loaded = load_checkpoint(path)
+    model = loaded.model.to(device).eval()
+    if int8:
+        model = quantize_int8(model)
+    decoder = make_decoder(loaded.tokenizer, decode or DecodeConfig(), method)
+    return Recognizer(model, loaded.tokenizer, cached_extractor(loaded.features), decoder, loaded.info)
+
+
+def utterance_features(rec: Recognizer, utts: Sequence[Utterance], cache: dict | None = None
+                       ) -> tuple[list[torch.Tensor], list[str], list[Problem]]:
+    """Features of ``utts`` (from ``cache`` when it has them, else from audio): the features,
+    their ids, and a :class:`Problem` for each utterance whose audio cannot be used."""
+    feats, ids, problems = [], [], []
+    by_id = dict(zip(cache["ids"], cache["feats"])) if cache is not None else {}
+    for u in utts:
+        if u.id in by_id:
+            feats.append(by_id[u.id])
+            ids.append(u.id)
+            continue
+        try:
+            feats.append(rec.features(load_utterance_audio(u)))
+            ids.append(u.id)
+        except AudioError as e:
+            problems.append(Problem(u.id, str(e)))
+    for p in problems:
+        log.warning("unreadable, scored as empty: %s", p)
+    return feats, ids, problems
+
+
+def decode_utterances(rec: Recognizer, utts: Sequence[Utterance], cache: dict | None = None,
+                      batch_frames: int = 40000, decoder: Decoder | None = None
+                      ) -> tuple[dict[str, str], dict, list[Problem]]:
+    """Decode manifest utterances (features from ``cache`` when given, else from audio).
+
+    Returns ``{id: hypothesis text}``, timing stats ``{"audio_s", "decode_s", "rtf", "skipped"}``
+    and the problems. An utterance whose audio cannot be read gets an empty hypothesis, so it
+    counts as deletions instead of vanishing from the score.
+    """
+    start = time.perf_counter()
+    feats, ids, problems = utterance_features(rec, utts, cache)
+    hyps = {i: h.text for i, h in zip(ids, rec.decode_features(feats, batch_frames, decoder))}
+    hyps.update({p.id: "" for p in problems})
+    elapsed = time.perf_counter() - start
+    audio_s = sum(u.duration for u in utts)
+    return hyps, {"audio_s": audio_s, "decode_s": elapsed, "rtf": elapsed / max(audio_s, 1e-9),
+                  "skipped": len(problems)}, problems
