@@ -186,6 +186,17 @@ def _add_scoring(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
+def _formats(allowed: tuple[str, ...]):
+    """argparse type: a comma-separated subset of ``allowed``."""
+    def parse(text: str) -> list[str]:
+        chosen = [f for f in text.split(",") if f]
+        bad = [f for f in chosen if f not in allowed]
+        if bad or not chosen:
+            raise argparse.ArgumentTypeError(f"{text!r}: choose from {','.join(allowed)}")
+        return chosen
+    return parse
+
+
 def expand_paths(paths: Sequence[str]) -> list[Path]:
     """Files as given; directories searched recursively for audio suffixes (sorted)."""
     out: list[Path] = []
@@ -213,7 +224,7 @@ def cmd_transcribe(args) -> int:
     rec = load(args.model, int8=args.int8)
     rec = rec.with_decoder(_decoder(args, rec))
     opts = SegmentOptions(max_segment_s=args.max_segment)
-    formats = [f for f in args.formats.split(",") if f]
+    formats = args.formats
     jobs = []                                  # (path, id)
     for p in map(Path, args.paths):
         if p.is_dir():
@@ -293,7 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference transcripts (trn or Kaldi text)")
     p.add_argument("--hyp", required=True, help="hypothesis transcripts, same format")
     p.add_argument("--hyp2", help="a second system's hypotheses: paired bootstrap test")
-    p.add_argument("--format", choices=["auto", "trn", "kaldi"], default="auto")
+    from .score import TRANSCRIPT_FORMATS
+
+    p.add_argument("--format", choices=TRANSCRIPT_FORMATS, default="auto")
     _add_scoring(p)
     p.set_defaults(func=cmd_score)
     p = sub.add_parser("evaluate", help="decode a manifest with a model, then score it")
@@ -306,7 +319,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("paths", nargs="+")
     p.add_argument("--output-dir", help="write <id>.<format> per file and a Kaldi `text` for all")
-    p.add_argument("--formats", default="txt,json,srt,vtt", help="comma-separated: txt,json,srt,vtt")
+    from .transcribe import WRITERS
+
+    p.add_argument("--formats", default=",".join(WRITERS), type=_formats(tuple(WRITERS)),
+                   help=f"comma-separated, any of: {','.join(WRITERS)}")
     _add_decoding(p)
     p.add_argument("--max-segment", type=float, default=20.0, help="longest decoded segment (s)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (about 2x faster on CPU)")

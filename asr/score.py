@@ -12,11 +12,12 @@ No edit distance is written by hand.
 from __future__ import annotations
 
 import re
+import typing
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Literal, Mapping, Sequence
 
 import jiwer
 import kaldialign
@@ -47,7 +48,11 @@ def detect_format(path: str | Path, first_line: str) -> str:
     return "trn" if _TRN_ID.match(first_line) else "kaldi"
 
 
-def read_transcripts(path: str | Path, fmt: str = "auto") -> dict[str, str]:
+TranscriptFormat = Literal["auto", "trn", "kaldi"]
+TRANSCRIPT_FORMATS: tuple[str, ...] = typing.get_args(TranscriptFormat)
+
+
+def read_transcripts(path: str | Path, fmt: TranscriptFormat = "auto") -> dict[str, str]:
     """Read sclite ``trn`` (``words (utt-id)``) or Kaldi ``text`` (``utt-id words``).
 
     Empty lines are ignored; a line without an id, a duplicate id or non-UTF-8 bytes is a

@@ -16,6 +16,8 @@ Sections (all by default):
   memory       peak RSS of a training run and of transcribing a file (separate processes)
   scoring      scoring 100k utterances on one core
 Training data: the recipe's feature cache when it exists (run the recipe's stages 0-1 first).
+With train.amp=bf16 on a CPU without native bf16 (which asr refuses to train on), the bf16 GEMM
+and the training sections are skipped, each with {"skipped": "no native bf16"} in the JSON.
 """
 from __future__ import annotations
 
@@ -36,13 +38,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from asr.audio import load_audio  # noqa: E402
-from asr.config import load_config, parse_override  # noqa: E402
+from asr.config import parse_override  # noqa: E402
 from asr.data import BatchIterator, pad_batch, read_manifest  # noqa: E402
+from asr.dataset import TrainingSet  # noqa: E402
+from asr.errors import AsrError  # noqa: E402
 from asr.features import FeatureExtractor, load_feature_cache  # noqa: E402
 from asr.model import BiLSTMCTC, count_parameters  # noqa: E402
-from asr.recipe import cache_path, code_version, manifest_path  # noqa: E402
+from asr.recipe import RecipePaths, code_version, load_config  # noqa: E402
+from asr.runtime import Runtime, precision_name, resolve_amp  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
-from asr.train import make_trainer, precision_name, resolve_amp, train_step  # noqa: E402
+from asr.train import make_trainer, train_step  # noqa: E402
+
+NO_BF16 = "no native bf16"     # train.amp=bf16 on a CPU without AMX / AVX512-BF16: refused by asr
 
 
 def model_flops_per_frame(cfg, n_mels: int, vocab: int) -> float:
@@ -66,6 +73,15 @@ def timed(fn, seconds: float, warmup: int = 2):
     return units / (time.perf_counter() - t0)
 
 
+def training_amp(cfg) -> str | None:
+    """``train.amp`` resolved for the CPU, or None when it asks for bf16 on a CPU without native
+    bf16 (asr refuses to train so: oneDNN has no emulated bf16 LSTM)."""
+    try:
+        return resolve_amp(cfg.train.amp, torch.device("cpu"))
+    except AsrError:
+        return None
+
+
 def bench_gemm(seconds: float, bf16: bool) -> dict:
     """fp32 GEMM peak (and bf16, the precision of bf16 autocast training), 1 and 2 threads."""
     out = {}
@@ -78,11 +94,22 @@ def bench_gemm(seconds: float, bf16: bool) -> dict:
 
 
 def load_train_data(cfg, limit: int | None = None):
-    cache = load_feature_cache(cache_path(cfg, cfg.train_split))
-    texts = {u.id: u for u in read_manifest(manifest_path(cfg, cfg.train_split))}
+    paths = RecipePaths.of(cfg)
+    cache = load_feature_cache(paths.feature_cache(cfg.train_split))
+    texts = {u.id: u for u in read_manifest(paths.manifest(cfg.train_split))}
     tok = CharTokenizer()
     ids = cache["ids"][:limit]
     return cache["feats"][: len(ids)], [tok.encode(texts[i].text) for i in ids], [texts[i] for i in ids]
+
+
+def train_runtime(cfg, threads: int) -> Runtime:
+    """The runtime training would use (``train.device``, ``train.amp``) with ``threads`` CPU
+    threads; raises AsrError for train.amp=bf16 on a CPU without native bf16."""
+    return Runtime.create(cfg.train.device, cfg.train.amp, threads)
+
+
+def bench_trainer(cfg, train_set: TrainingSet, threads: int):
+    return make_trainer(cfg, train_set, Path(tempfile.mkdtemp()), CharTokenizer(), train_runtime(cfg, threads))
 
 
 def bench_model_bound(cfg, seconds: float, threads: int) -> dict:
@@ -90,7 +117,7 @@ def bench_model_bound(cfg, seconds: float, threads: int) -> dict:
     torch.set_num_threads(threads)
     t_len = 300
     b = max(1, cfg.train.max_batch_frames // t_len)
-    tr = make_trainer(cfg, _fake_set(b, t_len, cfg.features.n_mels), Path(tempfile.mkdtemp()), CharTokenizer())
+    tr = bench_trainer(cfg, _fake_set(b, t_len, cfg.features.n_mels), threads)
     x = torch.randn(b, t_len, cfg.features.n_mels)
     lens = torch.full((b,), t_len)
     tgt_lens = torch.full((b,), 20)
@@ -100,7 +127,6 @@ def bench_model_bound(cfg, seconds: float, threads: int) -> dict:
 
 
 def _fake_set(n, t_len, n_mels):
-    from asr.train import TrainingSet
     return TrainingSet([str(i) for i in range(n)], [torch.randn(t_len, n_mels)] * n, [[1, 2]] * n, ["ab"] * n)
 
 
@@ -113,7 +139,7 @@ def _throughput(cfg, frames_per_s: float, threads: int) -> dict:
 def bench_training(cfg, feats, targets, seconds: float, threads: int) -> dict:
     """The real training step over bucketed, augmented batches of the recipe's data."""
     torch.set_num_threads(threads)
-    tr = make_trainer(cfg, _fake_set(8, 300, cfg.features.n_mels), Path(tempfile.mkdtemp()), CharTokenizer())
+    tr = bench_trainer(cfg, _fake_set(8, 300, cfg.features.n_mels), threads)
     it = BatchIterator(feats, targets, cfg.train.max_batch_frames, cfg.augment, seed=0)
     plan, rng, k = it.epoch(0), random.Random(0), [0]
 
@@ -130,7 +156,7 @@ def bench_naive(cfg, utts, targets, seconds: float, threads: int) -> dict:
     """Random batches padded to the longest, features recomputed from audio, no stacking."""
     torch.set_num_threads(threads)
     naive = replace(cfg, model=replace(cfg.model, stack=1))
-    tr = make_trainer(naive, _fake_set(8, 300, cfg.features.n_mels), Path(tempfile.mkdtemp()), CharTokenizer())
+    tr = bench_trainer(naive, _fake_set(8, 300, cfg.features.n_mels), threads)
     extractor = FeatureExtractor(cfg.features)
     rng = random.Random(0)
     n = max(1, cfg.train.max_batch_frames // 400)      # batch size for typical (4 s worst-case) lengths
@@ -145,18 +171,18 @@ def bench_naive(cfg, utts, targets, seconds: float, threads: int) -> dict:
     return _throughput(cfg, timed(step, seconds, warmup=1), threads)
 
 
-def bench_decoders(cfg, model) -> dict:
-    """Decoders of the recipe's ``decode.methods`` (beam_lm only when its LM files exist)."""
-    from asr.decode import make_decoder
-    from asr.recipe import resolved_decode
+def bench_decoders(cfg, rec) -> dict:
+    """Decoders of the recipe's ``decode.methods`` (beam_lm only when its LM files exist);
+    None stands for the recognizer's own (greedy) decoder."""
+    from asr.recipe import Recipe, resolved_decode
 
-    d = resolved_decode(cfg)
+    d = resolved_decode(Recipe(cfg, RecipePaths.of(cfg), Runtime.create("cpu", "off", torch.get_num_threads())))
     out = {}
     for method in d.compared:
         if method == "beam_lm" and not (Path(d.lexicon).is_file() and Path(d.lm).is_file()):
             print(f"[bench] beam_lm skipped: no {d.lexicon} / {d.lm} (run the recipe's LM stage)", file=sys.stderr)
             continue
-        out[method] = None if method == "greedy" else make_decoder(model.tokenizer, d, method)
+        out[method] = None if method == "greedy" else rec.make_decoder(d, method)
     return out
 
 
@@ -176,29 +202,33 @@ def joined_recording(utts, seed: int = 0):
 def bench_transcribe(cfg, model_path: Path | None, utts, n_files: int) -> dict:
     """Batch-1 end-to-end RTF per decoder, fp32 and int8, on each file and on one recording of
     them joined (cut at pauses, segments decoded one at a time); WER when the model is trained."""
-    from asr.model import load_model, quantize_int8
+    import asr
+    from asr.checkpoint import quantize_int8
+    from asr.recognizer import Recognizer
     from asr.score import error_rates
     from asr.transcribe import SegmentOptions, transcribe
 
     torch.set_num_threads(1)
     if model_path and model_path.exists():
-        model, which = load_model(model_path), str(model_path)
+        rec, which = asr.load(model_path), str(model_path)
     else:
-        model, which = BiLSTMCTC(cfg.model, cfg.features.n_mels, 29).eval(), "untrained"
-        model.tokenizer, model.feature_config = CharTokenizer(), cfg.features
+        rec = Recognizer.from_model(BiLSTMCTC(cfg.model, cfg.features.n_mels, 29).eval(), cfg.features,
+                                    CharTokenizer())
+        which = "untrained"
     out = {"model": which, "layers": cfg.model.layers, "hidden": cfg.model.hidden, "files": min(n_files, len(utts))}
-    decoders = bench_decoders(cfg, model) if which != "untrained" else {"greedy": None}
+    decoders = bench_decoders(cfg, rec) if which != "untrained" else {"greedy": None}
     recording = joined_recording(utts[:n_files])
     out["recording_s"] = round(recording.size / 16000, 1)
-    for name, m in (("fp32", model), ("int8", quantize_int8(model))):
+    for name, m in (("fp32", rec), ("int8", replace(rec, model=quantize_int8(rec.model)))):
         t0 = time.perf_counter()
         r = transcribe(m, recording, opts=SegmentOptions(batch_segments=1))
         out[f"rtf_greedy_recording_batch1_1core_{name}"] = round((time.perf_counter() - t0) / r.duration, 5)
         for method, decoder in decoders.items():
+            md = m.with_decoder(decoder)          # None: the recognizer's greedy decoder
             for u in utts[:3]:
-                transcribe(m, u.audio, decoder=decoder)
+                transcribe(md, u.audio)
             t0 = time.perf_counter()
-            results = {u.id: transcribe(m, u.audio, decoder=decoder) for u in utts[:n_files]}
+            results = {u.id: transcribe(md, u.audio) for u in utts[:n_files]}
             audio = sum(r.duration for r in results.values())
             out[f"rtf_{method}_batch1_1core_{name}"] = round((time.perf_counter() - t0) / audio, 5)
             if which != "untrained":
@@ -223,7 +253,7 @@ import sys, torch
 sys.path.insert(0, {root!r})
 sys.argv = ["benchmark.py"]
 import benchmark as B
-from asr.config import load_config
+from asr.recipe import load_config
 cfg = load_config({config!r})
 feats, targets, utts = B.load_train_data(cfg)
 B.bench_training(cfg, feats, targets, 20.0, cfg.train.threads)
@@ -232,12 +262,15 @@ print(peak_mb())
 
 
 def bench_memory(config: str, model_path: Path, audio: str) -> dict:
-    code = MEMORY_CHILD.format(root=str(ROOT / "scripts"), config=config)
-    train_mb = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                    cwd=ROOT).stdout.split()[-1])
-    out = {"training_peak_rss_mb": round(train_mb)}
+    if training_amp(load_config(config)) is None:      # the child trains with the file's config
+        out = {"training_peak_rss_mb": {"skipped": NO_BF16}}
+    else:
+        code = MEMORY_CHILD.format(root=str(ROOT / "scripts"), config=config)
+        train_mb = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                        cwd=ROOT).stdout.split()[-1])
+        out = {"training_peak_rss_mb": round(train_mb)}
     if model_path.exists():
-        code = PEAK_RSS + "import sys, asr\nasr.load_model(sys.argv[1]).transcribe(sys.argv[2])\nprint(peak_mb())"
+        code = PEAK_RSS + "import sys, asr\nasr.load(sys.argv[1]).transcribe(sys.argv[2])\nprint(peak_mb())"
         mb = subprocess.run([sys.executable, "-c", code, str(model_path), audio], capture_output=True,
                             text=True, check=True, cwd=ROOT).stdout.split()[-1]
         out["transcribe_peak_rss_mb"] = round(float(mb))
@@ -263,14 +296,21 @@ def bench_scoring(n_utts: int) -> dict:
     return {"utterances": n_utts, "ref_words": report["summary"]["ref_words"], "seconds": round(elapsed, 2)}
 
 
+def measured(r: dict, key: str) -> bool:
+    """Whether throughput section ``key`` ran (not absent, not skipped)."""
+    return "frames_per_s" in r.get(key, {})
+
+
 def markdown(r: dict) -> str:
     rows = []
     if "model_bound" in r:
         rows.append(("model-only bound, 2 threads", f"{r['model_bound']['audio_s_per_s']} audio s/s, "
-                     f"{r['model_bound']['gflops']} GFLOP/s"))
+                     f"{r['model_bound']['gflops']} GFLOP/s" if measured(r, "model_bound")
+                     else f"skipped: {r['model_bound'].get('skipped')}"))
     for k in ("training_1t", "training_2t", "naive_2t"):
         if k in r:
-            rows.append((k.replace("_", ", "), f"{r[k]['audio_s_per_s']} audio s/s, {r[k]['gflops']} GFLOP/s"))
+            rows.append((k.replace("_", ", "), f"{r[k]['audio_s_per_s']} audio s/s, {r[k]['gflops']} GFLOP/s"
+                         if measured(r, k) else f"skipped: {r[k].get('skipped')}"))
     for k, v in r.get("ratios", {}).items():
         rows.append((k, str(v)))
     for sec in ("transcribe", "memory", "scoring_1core", "gemm"):
@@ -298,34 +338,42 @@ def main() -> None:
     r = {"code_version": code_version(), "config": args.config, "overrides": args.set, "torch": torch.__version__,
          "machine": platform.machine(), "model": {**vars(cfg.model), "parameters": count_parameters(
              BiLSTMCTC(cfg.model, cfg.features.n_mels, 29))}}
-    precision = resolve_amp(cfg.train.amp, torch.device("cpu"))
+    amp = training_amp(cfg)
+    can_train = amp is not None          # False: train.amp=bf16 without native bf16; training sections skipped
+    precision = amp if can_train else "bf16"
     r["training_precision"] = precision_name(precision)
+    if not can_train:
+        print(f"[bench] train.amp=bf16 but this CPU has {NO_BF16}: bf16 GEMM and training sections skipped",
+              file=sys.stderr)
+    skipped = {"skipped": NO_BF16}
     if "gemm" in sections:
-        r["gemm"] = bench_gemm(args.seconds / 4, precision == "bf16")
+        r["gemm"] = bench_gemm(args.seconds / 4, precision == "bf16" and can_train)
+        if not can_train:
+            r["gemm"]["bf16"] = skipped
     if "model" in sections:
-        r["model_bound"] = bench_model_bound(cfg, args.seconds, 2)
+        r["model_bound"] = bench_model_bound(cfg, args.seconds, 2) if can_train else skipped
     if sections & {"training", "naive", "transcribe", "memory"}:
         feats, targets, utts = load_train_data(cfg)
     if "training" in sections:
-        r["training_1t"] = bench_training(cfg, feats, targets, args.seconds, 1)
-        r["training_2t"] = bench_training(cfg, feats, targets, args.seconds, 2)
+        r["training_1t"] = bench_training(cfg, feats, targets, args.seconds, 1) if can_train else skipped
+        r["training_2t"] = bench_training(cfg, feats, targets, args.seconds, 2) if can_train else skipped
     if "naive" in sections:
-        r["naive_2t"] = bench_naive(cfg, utts, targets, args.seconds, 2)
+        r["naive_2t"] = bench_naive(cfg, utts, targets, args.seconds, 2) if can_train else skipped
     ratios = {}
-    if "training_2t" in r and "model_bound" in r:
+    if measured(r, "training_2t") and measured(r, "model_bound"):
         ratios["training / model bound"] = round(r["training_2t"]["frames_per_s"] / r["model_bound"]["frames_per_s"], 3)
-    if "training_2t" in r and "naive_2t" in r:
+    if measured(r, "training_2t") and measured(r, "naive_2t"):
         ratios["training / naive"] = round(r["training_2t"]["frames_per_s"] / r["naive_2t"]["frames_per_s"], 2)
-    if "training_2t" in r and "training_1t" in r:
+    if measured(r, "training_2t") and measured(r, "training_1t"):
         ratios["2 threads / 1 thread"] = round(r["training_2t"]["frames_per_s"] / r["training_1t"]["frames_per_s"], 2)
-    if "training_2t" in r and "gemm" in r:
+    if measured(r, "training_2t") and "gemm" in r:
         peak = r["gemm"]["bf16_gflops_2t" if precision == "bf16" else "gflops_2t"]
         ratios[f"training GFLOP/s / 2-thread {'bf16' if precision == 'bf16' else 'fp32'} GEMM peak"] = round(
             r["training_2t"]["gflops"] / peak, 3)
     if ratios:
         r["ratios"] = ratios
     if "transcribe" in sections:
-        test = read_manifest(manifest_path(cfg, cfg.test_splits[0] if cfg.test_splits else cfg.dev_split))
+        test = read_manifest(RecipePaths.of(cfg).manifest(cfg.test_splits[0] if cfg.test_splits else cfg.dev_split))
         r["transcribe"] = bench_transcribe(cfg, model_path, test, args.files)
     if "memory" in sections:
         r["memory"] = bench_memory(args.config, model_path, utts[0].audio)

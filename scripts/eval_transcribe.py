@@ -27,14 +27,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import asr  # noqa: E402
 from asr.audio import SAMPLE_RATE_HZ, load_audio, save_audio  # noqa: E402
 from asr.data import read_manifest  # noqa: E402
-from asr.model import load_model  # noqa: E402
 from asr.score import error_rates  # noqa: E402
 from asr.transcribe import frame_energy_db, transcribe  # noqa: E402
 
 GAP_NOISE = 0.0005     # amplitude of the noise between joined utterances (0: digital silence)
-DECODER = None        # set in main(): None is greedy
 DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "oh"]
 
 
@@ -59,13 +58,14 @@ def level(x: np.ndarray, peak: float = 0.5) -> np.ndarray:
     return (x * peak / (np.abs(x).max() + 1e-9)).astype(np.float32)
 
 
-def long_recording(model, utts, minutes: float, tmp: Path) -> dict:
+def long_recording(rec, utts, minutes: float, tmp: Path) -> dict:
+    """``rec``: a :class:`asr.recognizer.Recognizer`; its decoder is used (as everywhere here)."""
     x, ref, used = join_utterances(utts, minutes)
     path = tmp / "long.wav"
     save_audio(path, x)
-    joined = transcribe(model, path, decoder=DECODER).text
+    joined = transcribe(rec, path).text
     # the same audio, one utterance at a time
-    one_by_one = {u.id: transcribe(model, level(load_audio(u.audio)), decoder=DECODER).text for u in used}
+    one_by_one = {u.id: transcribe(rec, level(load_audio(u.audio))).text for u in used}
     wer_joined = error_rates({"all": ref}, {"all": joined}).wer
     wer_single = error_rates({u.id: u.text for u in used}, one_by_one).wer
     return {"minutes": round(x.size / SAMPLE_RATE_HZ / 60, 2), "utterances": len(used),
@@ -76,7 +76,7 @@ def long_recording(model, utts, minutes: float, tmp: Path) -> dict:
 def peak_rss_mb(model_path: str, audio: Path) -> float:
     code = ('def peak_mb():\n'
             '    return int(next(x for x in open("/proc/self/status") if x.startswith("VmHWM")).split()[1]) / 1024\n'
-            'import sys, asr\nasr.load_model(sys.argv[1]).transcribe(sys.argv[2])\nprint(peak_mb())')
+            'import sys, asr\nasr.load(sys.argv[1]).transcribe(sys.argv[2])\nprint(peak_mb())')
     out = subprocess.run([sys.executable, "-c", code, model_path, str(audio)], capture_output=True,
                          text=True, check=True, cwd=Path(__file__).resolve().parents[1])
     return round(float(out.stdout.strip().splitlines()[-1]), 1)
@@ -89,7 +89,7 @@ def speech_bounds(x: np.ndarray) -> tuple[float, float]:
     return idx[0] * 0.01, idx[-1] * 0.01 + 0.025
 
 
-def word_timing(model, n_words: int, tmp: Path, voice: str = "en-us+m7", seed: int = 0) -> dict:
+def word_timing(rec, n_words: int, tmp: Path, voice: str = "en-us+m7", seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     parts, truth, t = [], [], 0.0
     for i in range(n_words):
@@ -105,7 +105,7 @@ def word_timing(model, n_words: int, tmp: Path, voice: str = "en-us+m7", seed: i
         t += (x.size + gap.size) / SAMPLE_RATE_HZ
     path = tmp / "words.wav"
     save_audio(path, np.concatenate(parts))
-    words = transcribe(model, path, decoder=DECODER).words
+    words = transcribe(rec, path).words
     # compare in order where the recognised word is right (sequence alignment by text)
     import kaldialign
     ali = kaldialign.align([w for w, _ in truth], [w.word for w in words], "*", sclite_mode=True)
@@ -120,17 +120,17 @@ def word_timing(model, n_words: int, tmp: Path, voice: str = "en-us+m7", seed: i
             "p90_start_error_ms": round(1000 * float(np.percentile(errs, 90)), 1)}
 
 
-def rtf(model, utts, n: int) -> float:
+def rtf(rec, utts, n: int) -> float:
     files = [u.audio for u in utts[:n]]
     for f in files[:3]:
-        transcribe(model, f, decoder=DECODER)
+        transcribe(rec, f)
     t0 = time.perf_counter()
-    audio = sum(transcribe(model, f, decoder=DECODER).duration for f in files)
+    audio = sum(transcribe(rec, f).duration for f in files)
     return round((time.perf_counter() - t0) / audio, 5)
 
 
 def main() -> None:  # noqa: C901
-    global GAP_NOISE, DECODER
+    global GAP_NOISE
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True, help="utterances to join (e.g. the unseen-voice test set)")
@@ -148,28 +148,27 @@ def main() -> None:  # noqa: C901
     torch.set_num_threads(1)
     GAP_NOISE = args.gap_noise
     sections = set(args.sections.split(","))
-    model = load_model(args.model)
+    rec = asr.load(args.model)                 # greedy decoder
     if args.method != "greedy":
-        from asr.config import DecodeConfig
-        from asr.decode import make_decoder
+        from asr.decode import DecodeConfig
 
-        DECODER = make_decoder(model.tokenizer, DecodeConfig(lexicon=args.lexicon, lm=args.lm, lm_weight=args.lm_weight,
-                                                              word_score=args.word_score), args.method)
+        rec = rec.with_decoder(rec.make_decoder(DecodeConfig(lexicon=args.lexicon, lm=args.lm, lm_weight=args.lm_weight,
+                                                             word_score=args.word_score), args.method))
     utts = read_manifest(args.manifest)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         report = {"model": args.model, "manifest": args.manifest, "gap_noise": GAP_NOISE, "method": args.method}
         if sections & {"long", "memory"}:
-            report["long_recording"], long_path = long_recording(model, utts, args.minutes, tmp)
+            report["long_recording"], long_path = long_recording(rec, utts, args.minutes, tmp)
         if "memory" in sections:
             short = tmp / "short.wav"
             save_audio(short, load_audio(long_path)[: 60 * SAMPLE_RATE_HZ])
             report["peak_rss_mb"] = {"1_min": peak_rss_mb(args.model, short),
                                      f"{report['long_recording']['minutes']}_min": peak_rss_mb(args.model, long_path)}
         if "timing" in sections:
-            report["word_timing"] = word_timing(model, args.words, tmp)
+            report["word_timing"] = word_timing(rec, args.words, tmp)
         if "rtf" in sections:
-            report[f"rtf_{args.method}_1core"] = rtf(model, utts, 100)
+            report[f"rtf_{args.method}_1core"] = rtf(rec, utts, 100)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:
