@@ -13,6 +13,9 @@ SAMPLE_RATE_HZ = 16000
 MIN_SOURCE_RATE_HZ = 4000      # below this no speech band survives
 MAX_SOURCE_RATE_HZ = 384000
 SILENCE_PEAK = 1e-4            # peak amplitude below which a file holds no usable signal
+DEAD_CHANNEL_DB = -40.0        # a channel this far below the loudest one is not mixed in
+TARGET_PEAK = 0.5              # normalize_level: 99.9th-percentile amplitude after normalisation
+MAX_GAIN_DB = 50.0             # normalize_level: never amplify more than this
 
 
 class AudioError(AsrError):
@@ -27,8 +30,26 @@ def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE_HZ) -> np
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
-    """(N,) or (N, C) -> (N,) by averaging channels."""
-    return samples if samples.ndim == 1 else samples.mean(axis=1)
+    """(N,) or (N, C) -> (N,) by averaging the live channels: a channel more than
+    ``DEAD_CHANNEL_DB`` below the loudest (a dead or unplugged microphone) is left out, so it
+    does not halve the level or add its hiss."""
+    if samples.ndim == 1:
+        return samples
+    rms = np.sqrt(np.mean(np.square(samples, dtype=np.float64), axis=0))
+    live = rms >= rms.max() * 10 ** (DEAD_CHANNEL_DB / 20)
+    return samples[:, live].mean(axis=1) if live.any() and rms.max() > 0 else samples.mean(axis=1)
+
+
+def normalize_level(x: np.ndarray) -> np.ndarray:
+    """Remove DC offset and bring the level to ``TARGET_PEAK`` (99.9th percentile of |x|, so a
+    click does not set it), with at most ``MAX_GAIN_DB`` of gain: very quiet recordings become
+    usable, digital silence stays silence."""
+    x = x - x.mean(dtype=np.float64)
+    peak = float(np.percentile(np.abs(x), 99.9)) if x.size else 0.0
+    if peak <= 0:
+        return x.astype(np.float32)
+    gain = min(TARGET_PEAK / peak, 10 ** (MAX_GAIN_DB / 20))
+    return np.clip(x * gain, -1.0, 1.0).astype(np.float32)
 
 
 def load_audio(path: str | Path, min_seconds: float = 0.0, max_seconds: float | None = None,

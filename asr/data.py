@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .audio import AudioError, load_audio
+from .augment import WaveAugmentConfig
 from .config import require
 from .errors import AsrError, Problem
 from .text import CharTokenizer, normalize_text
@@ -49,7 +50,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """On-the-fly augmentation of cached features during training."""
+    """On-the-fly augmentation in training: of the waveform (``wave``: rooms, noise, channel,
+    tempo; off by default), then of the features (speed, warp, gain, SpecAugment)."""
 
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)   # time-stretch of the feature sequence
     freq_masks: int = 2
@@ -58,6 +60,7 @@ class AugmentConfig:
     time_mask_ratio: float = 0.05  # max width of one time mask, fraction of the utterance
     gain_db: float = 6.0           # random +- level shift (log-mel offset)
     warp_range: tuple[float, float] = (1.0, 1.0)  # VTLP-style mel-axis warp factor range
+    wave: WaveAugmentConfig = field(default_factory=WaveAugmentConfig)
 
     def check(self, where: str) -> None:
         require(all(0.5 <= f <= 2.0 for f in self.speed_factors), f"{where}.speed_factors",
@@ -312,6 +315,8 @@ class BatchIterator:
         """The batches (lists of indices) of one epoch; a pure function of seed and epoch."""
         # leave headroom for speed perturbation slowing utterances down
         slow = 1 / min(self.augment_cfg.speed_factors) if self.augment_cfg else 1.0
+        if self.augment_cfg and self.augment_cfg.wave.tempo_prob > 0:
+            slow /= min(1.0, self.augment_cfg.wave.tempo_range[0])
         batches = bucket_batches(self.lengths, int(self.max_frames / slow), self.seed + epoch, noise=5)
         if self.sortagrad and epoch == 0:     # SortaGrad: shortest first, CTC leaves the all-blank plateau sooner
             batches.sort(key=lambda b: (max(self.lengths[i] for i in b), b))
@@ -326,9 +331,10 @@ class BatchIterator:
         """Padded, augmented batch, or None when no utterance of it could be loaded (lazy
         features: unreadable audio is reported by id and left out)."""
         feats, kept = [], []
+        wave = getattr(self.feats, "augmented", None)     # waveform augmentation (asr.dataset)
         for i in batch:
             try:
-                feats.append(self.feats[i].float())
+                feats.append((wave(i, rng) if wave is not None else self.feats[i]).float())
                 kept.append(i)
             except AudioError as e:
                 log.warning("skipping utterance: %s", e)

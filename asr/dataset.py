@@ -9,9 +9,11 @@ from typing import Sequence
 
 import torch
 
-from .data import DataConfig, DataError, Utterance, validate_utterances
+from .audio import AudioError
+from .augment import WaveAugmenter
+from .data import DataConfig, DataError, Utterance, load_utterance_audio, validate_utterances
 from .errors import Problem, report_problems
-from .features import FeatureConfig, LazyFeatures
+from .features import FeatureConfig, FeatureExtractor, LazyFeatures, feature_lengths
 from .text import Tokenizer
 
 
@@ -87,3 +89,50 @@ def cmvn_sample(feats: Sequence[torch.Tensor], n: int, seed: int) -> Sequence[to
         return feats
     picks = sorted(random.Random(seed).sample(range(len(feats)), n))
     return (feats[i] for i in picks)
+
+
+class WaveAugmentedFeatures(Sequence):
+    """Training features where a share of the utterances is augmented as audio.
+
+    ``self[i]`` are the plain features (cached or computed on access); ``augmented(i, rng)``
+    draws from the batch's ``rng`` whether utterance ``i`` is augmented this time (probability
+    ``utterance_prob``) and if so loads its audio, runs the :class:`WaveAugmenter` and computes
+    its features anew. Lengths are the plain ones (bucketing leaves room for tempo changes).
+    """
+
+    def __init__(self, base: Sequence[torch.Tensor], utts: Sequence[Utterance], augmenter: WaveAugmenter,
+                 features: FeatureConfig, max_seconds: float):
+        self.base, self.utts, self.augmenter = base, list(utts), augmenter
+        self.features, self.max_seconds = features, max_seconds
+        self.lengths = feature_lengths(base)
+        self._extractor: FeatureExtractor | None = None
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base[i]
+
+    def augmented(self, i: int, rng: random.Random) -> torch.Tensor:
+        if rng.random() >= self.augmenter.cfg.utterance_prob:
+            return self.base[i]
+        if self._extractor is None:          # built lazily: cheap to pickle into loader workers
+            self._extractor = FeatureExtractor(self.features)
+        u = self.utts[i]
+        try:
+            audio = load_utterance_audio(u, max_seconds=self.max_seconds)
+        except AudioError:
+            return self.base[i]              # unreadable now: the plain features (lazy ones re-raise)
+        return self._extractor(self.augmenter(audio, rng, u.id)).to(torch.float16)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_extractor": None}
+
+
+def with_wave_augmentation(data: TrainingSet, utts: Sequence[Utterance], augmenter: WaveAugmenter,
+                           features: FeatureConfig, max_seconds: float) -> TrainingSet:
+    """``data`` whose features go through :class:`WaveAugmentedFeatures` (``utts``: the
+    manifest utterances, looked up by id)."""
+    by_id = {u.id: u for u in utts}
+    feats = WaveAugmentedFeatures(data.feats, [by_id[i] for i in data.ids], augmenter, features, max_seconds)
+    return TrainingSet(data.ids, feats, data.targets, data.texts)

@@ -152,6 +152,9 @@ def build_feature_cache(utts: Sequence, cfg: FeatureConfig, path: str | Path,
         ids.append(u.id)
         feats.append(f.to(torch.float16))
     report_problems(errors, len(utts), "features (bad audio)", Path(report) if report else None)
+    if utts and not ids:      # nothing readable (a moved corpus, a wrong working directory): keep no cache
+        raise AsrError(f"{path}: none of the {len(utts)} utterances' audio could be read "
+                       f"(first: {errors[0]}); see {report or 'the log'}")
     cache = {"format": CACHE_FORMAT, "key": key, "config": asdict(cfg), "ids": ids,
              "feats": feats, "skipped": len(errors)}
     atomic_save(cache, path)

@@ -23,10 +23,12 @@ from typing import Any, Callable, Sequence
 
 from .config import ConfigError, load_yaml, to_dict
 from .corpora.real import CorpusConfig
+from .corpora.robust import RobustConfig
 from .corpora.sentences import TextConfig
 from .corpora.synth import SynthConfig
 from .data import AugmentConfig, DataConfig, oversample, read_manifest
-from .dataset import build_set
+from .augment import WaveAugmenter, babble_bank, cached_bank, rir_bank
+from .dataset import build_set, with_wave_augmentation
 from .decode import DecodeConfig, decode_emissions
 from .errors import AsrError
 from .features import FeatureConfig, build_feature_cache
@@ -67,6 +69,7 @@ class RecipeConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lm: LMConfig = field(default_factory=LMConfig)
+    robust: RobustConfig = field(default_factory=RobustConfig)
 
     def check(self, where: str = "config") -> None:
         for f in dataclasses.fields(self):
@@ -112,6 +115,11 @@ class RecipePaths:
 
     def tokenizer_model(self, vocab_size: int) -> Path:
         return self.data_dir / "tokenizer" / f"bpe{vocab_size}.model"
+
+    @property
+    def augment_dir(self) -> Path:
+        """Banks of simulated rooms and babble for waveform augmentation."""
+        return self.data_dir / "augment"
 
     @property
     def lm_dir(self) -> Path:
@@ -318,10 +326,44 @@ def train_stage(r: Recipe) -> None:
             utts = oversample(utts, cfg.data.oversample)
         sets[split] = build_set(utts, cache, tokenizer, cfg.model.stack, split, r.paths.skipped(split),
                                 cfg.data, cfg.features)
+        if split == cfg.train_split and cfg.augment.wave.enabled:
+            sets[split] = with_wave_augmentation(sets[split], utts, wave_augmenter(r, utts), cfg.features,
+                                                 cfg.data.max_duration_s)
     t0 = time.perf_counter()
     train(cfg, sets[cfg.train_split], sets[cfg.dev_split], r.paths.exp_dir, tokenizer, r.runtime)
     if r.runtime.dist.main:
         atomic_write_text(r.paths.exp_dir / "train_time.json", json.dumps({"train_s": time.perf_counter() - t0}) + "\n")
+
+
+def wave_augmenter(r: Recipe, utts: Sequence) -> WaveAugmenter:
+    """The training waveform augmenter with its room and babble banks (made once, cached in
+    ``data_dir/augment/``; a room or babble source that fails is reported and left out)."""
+    w, seed = r.cfg.augment.wave, r.cfg.train.seed
+    t0 = time.perf_counter()
+    failed: list[str] = []
+
+    def rooms() -> list:
+        bank, bad = rir_bank(w, seed)
+        failed.extend(bad)
+        return bank
+
+    def babble() -> list:
+        from .data import load_utterance_audio
+
+        bank, bad = babble_bank(lambda i: load_utterance_audio(utts[i]), len(utts), w, seed)
+        failed.extend(bad)
+        return bank
+    rkey = json.dumps([w.rir_bank, w.rt60_range_s, w.room_size_range_m, seed])
+    bkey = json.dumps([w.babble_bank, w.babble_speakers, seed, hashlib.sha256(
+        "\n".join(u.audio for u in utts).encode()).hexdigest()])
+    rirs = cached_bank(r.paths.augment_dir / "rirs.npz", rkey, rooms) if w.reverb_prob > 0 else []
+    babbles = (cached_bank(r.paths.augment_dir / "babble.npz", bkey, babble)
+               if w.noise_prob > 0 and w.noise_kinds.get("babble", 0) > 0 else [])
+    for line in failed:
+        log.warning("augmentation source left out: %s", line)
+    log.info("waveform augmentation: %d rooms, %d babble segments (%d sources failed) in %.1fs",
+             len(rirs), len(babbles), len(failed), time.perf_counter() - t0)
+    return WaveAugmenter(w, rirs, babbles)
 
 
 @stage(reads=("tokenizer", "lm"))

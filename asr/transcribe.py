@@ -17,7 +17,7 @@ import soxr
 import torch
 import torchaudio.functional as AF
 
-from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate
+from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate, normalize_level, to_mono
 
 READ_BLOCK_S = 10.0          # seconds read from disk at a time
 ENERGY_WIN_S = 0.025
@@ -34,6 +34,7 @@ class SegmentOptions:
     speech_range_db: float = 35.0    # ... or more than this below the speech level
     batch_segments: int = 8          # segments decoded together
     snap_words: bool = True          # word boundaries aligned in silence move onto the speech
+    normalize: bool = True           # per segment: DC offset removed, level brought to a fixed peak
 
 
 @dataclass
@@ -84,7 +85,7 @@ def stream_audio(source: str | Path | np.ndarray, sample_rate: int | None = None
         while True:
             x = f.read(block, dtype="float32", always_2d=True)
             last = x.shape[0] < block
-            x = x.mean(axis=1)
+            x = to_mono(x)
             if not np.isfinite(x).all():
                 raise AudioError(f"{source}: audio contains NaN or Inf samples")
             if resampler is not None:
@@ -228,7 +229,8 @@ def decode_segments(rec, segs: list[tuple[float, np.ndarray]], opts: SegmentOpti
     """Decode a batch of ``(start_s, samples)`` segments with ``rec`` (a
     :class:`asr.recognizer.Recognizer`, its decoder) and time their words by aligning the
     decoded token ids."""
-    feats = [rec.features(np.pad(x, (0, max(0, rec.min_samples - x.size)))) for _, x in segs]
+    prep = normalize_level if opts.normalize else (lambda x: x)
+    feats = [rec.features(np.pad(prep(x), (0, max(0, rec.min_samples - x.size)))) for _, x in segs]
     log_probs, out_lens = rec.forward(feats)
     hyps = rec.decoder(log_probs, out_lens)
     out = []

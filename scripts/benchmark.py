@@ -152,6 +152,23 @@ def bench_training(cfg, feats, targets, seconds: float, threads: int) -> dict:
     return _throughput(cfg, timed(step, seconds), threads)
 
 
+def bench_wave(cfg, feats, targets, utts, seconds: float, threads: int) -> dict:
+    """``bench_training`` with the recipe's waveform augmentation (``augment.wave``) on: the
+    augmented share of the utterances is loaded, augmented and featurized in the loop."""
+    from asr.augment import WaveAugmenter, babble_bank, rir_bank
+    from asr.data import load_utterance_audio
+    from asr.dataset import WaveAugmentedFeatures
+
+    w = cfg.augment.wave
+    if not w.enabled:
+        return {"skipped": "augment.wave is off in this config"}
+    small = replace(w, rir_bank=min(w.rir_bank, 8), babble_bank=min(w.babble_bank, 8))
+    rirs = rir_bank(small, seed=0)[0] if w.reverb_prob > 0 else []
+    babble = babble_bank(lambda i: load_utterance_audio(utts[i]), len(utts), small, 0)[0]
+    wave = WaveAugmentedFeatures(feats, utts, WaveAugmenter(w, rirs, babble), cfg.features, cfg.data.max_duration_s)
+    return bench_training(cfg, wave, targets, seconds, threads)
+
+
 def bench_naive(cfg, utts, targets, seconds: float, threads: int) -> dict:
     """Random batches padded to the longest, features recomputed from audio, no stacking."""
     torch.set_num_threads(threads)
@@ -307,7 +324,7 @@ def markdown(r: dict) -> str:
         rows.append(("model-only bound, 2 threads", f"{r['model_bound']['audio_s_per_s']} audio s/s, "
                      f"{r['model_bound']['gflops']} GFLOP/s" if measured(r, "model_bound")
                      else f"skipped: {r['model_bound'].get('skipped')}"))
-    for k in ("training_1t", "training_2t", "naive_2t"):
+    for k in ("training_1t", "training_2t", "training_wave_2t", "naive_2t"):
         if k in r:
             rows.append((k.replace("_", ", "), f"{r[k]['audio_s_per_s']} audio s/s, {r[k]['gflops']} GFLOP/s"
                          if measured(r, k) else f"skipped: {r[k].get('skipped')}"))
@@ -325,7 +342,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per throughput measure")
     p.add_argument("--files", type=int, default=100, help="files transcribed for the RTF")
     p.add_argument("--scoring-utts", type=int, default=100000)
-    p.add_argument("--sections", default="gemm,model,training,naive,transcribe,memory,scoring")
+    p.add_argument("--sections", default="gemm,model,training,wave,naive,transcribe,memory,scoring")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.layers=4 --set model.hidden=320")
     p.add_argument("--out", help="also write the JSON here")
@@ -352,11 +369,15 @@ def main() -> None:
             r["gemm"]["bf16"] = skipped
     if "model" in sections:
         r["model_bound"] = bench_model_bound(cfg, args.seconds, 2) if can_train else skipped
-    if sections & {"training", "naive", "transcribe", "memory"}:
+    if sections & {"training", "wave", "naive", "transcribe", "memory"}:
         feats, targets, utts = load_train_data(cfg)
     if "training" in sections:
         r["training_1t"] = bench_training(cfg, feats, targets, args.seconds, 1) if can_train else skipped
         r["training_2t"] = bench_training(cfg, feats, targets, args.seconds, 2) if can_train else skipped
+    if "wave" in sections:
+        r["training_wave_2t"] = bench_wave(cfg, feats, targets, utts, args.seconds, 2) if can_train else skipped
+        if "training_2t" not in r and can_train:
+            r["training_2t"] = bench_training(cfg, feats, targets, args.seconds, 2)
     if "naive" in sections:
         r["naive_2t"] = bench_naive(cfg, utts, targets, args.seconds, 2) if can_train else skipped
     ratios = {}
@@ -364,6 +385,9 @@ def main() -> None:
         ratios["training / model bound"] = round(r["training_2t"]["frames_per_s"] / r["model_bound"]["frames_per_s"], 3)
     if measured(r, "training_2t") and measured(r, "naive_2t"):
         ratios["training / naive"] = round(r["training_2t"]["frames_per_s"] / r["naive_2t"]["frames_per_s"], 2)
+    if measured(r, "training_2t") and measured(r, "training_wave_2t"):
+        ratios["training with waveform augmentation / without"] = round(
+            r["training_wave_2t"]["frames_per_s"] / r["training_2t"]["frames_per_s"], 3)
     if measured(r, "training_2t") and measured(r, "training_1t"):
         ratios["2 threads / 1 thread"] = round(r["training_2t"]["frames_per_s"] / r["training_1t"]["frames_per_s"], 2)
     if measured(r, "training_2t") and "gemm" in r:

@@ -14,10 +14,10 @@ import pytest
 PKG = Path(__file__).resolve().parents[1] / "asr"
 LAYERS = [
     {"errors", "config", "files", "audio", "text", "runtime"},
-    {"model", "data", "score"},
+    {"model", "data", "score", "augment"},
     {"features", "lm", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro"},
     {"checkpoint", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
-     "corpora.real", "corpora.kaldi", "corpora.download"},
+     "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
     {"transcribe", "recognizer"},
     {"train"},
     {"recipe", "corpora.stages"},

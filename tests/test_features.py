@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 import torch
 
@@ -45,3 +46,14 @@ def test_cache_skips_bad_audio_and_reuses(wav_dir, tmp_path):
     # a changed feature config invalidates the cache
     other = build_feature_cache(utts, FeatureConfig(n_mels=40), tmp_path / "c.pt", max_seconds=600.0)
     assert other["feats"][0].shape[1] == 40
+
+
+def test_a_split_with_no_readable_audio_leaves_no_cache(wav_dir, tmp_path):
+    """Audio paths that do not resolve (a moved corpus, another working directory) must not
+    leave an empty cache that later runs would reuse as if the split had no utterances."""
+    from asr.errors import AsrError
+
+    utts = [Utterance("a", "relative/nowhere.wav", 1.0, "x", "s"), Utterance("b", str(wav_dir / "junk.wav"), 1.0, "x", "s")]
+    with pytest.raises(AsrError, match="none of the 2 utterances"):
+        build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt", max_seconds=60.0)
+    assert not (tmp_path / "c.pt").exists()

@@ -32,16 +32,25 @@ def tiny_recipe(tmp_path_factory):
 def test_recipe_produces_results(tiny_recipe):
     tmp, _, res = tiny_recipe
     results = json.loads((tmp / "exp/results.json").read_text())
-    assert set(results) == {"dev", "test_unseen"}
+    assert set(results) == {"dev", "test_unseen", "test_babble", "test_room_phone"}
     for r in results.values():
         assert r["utterances"] == 30 and 0 <= r["cer"] <= 100
+    # the condition splits are the clean test utterances (same ids and texts) through the condition
+    clean = {json.loads(x)["id"]: json.loads(x) for x in (tmp / "data/test_unseen.jsonl").read_text().splitlines()}
+    for name in ("test_babble", "test_room_phone"):
+        made = [json.loads(x) for x in (tmp / f"data/{name}.jsonl").read_text().splitlines()]
+        assert {u["id"]: u["text"] for u in made} == {k: u["text"] for k, u in clean.items()}
+        assert all(u["audio"] != clean[u["id"]]["audio"] for u in made)
+    assert results["test_babble"]["wer"] >= results["test_unseen"]["wer"] - 5     # harder, not easier
+    assert "waveform augmentation: 4 rooms, 8 babble segments" in res.stderr
+    assert (tmp / "data/augment/rirs.npz").exists() and (tmp / "data/augment/babble.npz").exists()
     # a tiny model trained for a minute must have learned the digits, well beyond chance
     assert results["test_unseen"]["wer"] < 60.0, results
     assert "| test_unseen |" in res.stdout
     log = [json.loads(line) for line in (tmp / "exp/train_log.jsonl").read_text().splitlines()]
     assert log[-1]["loss"] < log[0]["loss"]
-    model = load_model(tmp / "exp/best.pt")
-    assert model.info["dev_wer"] == min(e["wer"] for e in log)
+    rec = load_model(tmp / "exp/best.pt")
+    assert rec.info["dev_wer"] == min(e["wer"] for e in log)
     hyp = (tmp / "exp/decode/test_unseen/hyp.txt").read_text().splitlines()
     assert len(hyp) == 30
 
@@ -51,11 +60,16 @@ def test_rerun_skips_finished_stages_and_refuses_changed_config(tiny_recipe):
     tmp, config, _ = tiny_recipe
     res = _run(config)
     assert res.returncode == 0
-    assert res.stderr.count("done, skipping") == 4
+    assert res.stderr.count("done, skipping") == 5
     changed = tmp / "changed.yaml"
     changed.write_text(config.read_text().replace("epochs: 30", "epochs: 31"))
-    res = _run(changed, "--stage", "2")
-    assert res.returncode == 2 and "stage 2 (train) finished with a different config" in res.stderr
+    res = _run(changed, "--stage", "3")
+    assert res.returncode == 2 and "stage 3 (train) finished with a different config" in res.stderr
+    # a section the train stage does not read (decode) changes nothing upstream of decoding
+    other = tmp / "other_decode.yaml"
+    other.write_text(config.read_text() + "decode:\n  beam_size: 7\n")
+    res = _run(other, "--stop-stage", "3")
+    assert res.returncode == 0 and res.stderr.count("done, skipping") == 4
 
 
 @pytest.mark.espeak
@@ -83,3 +97,42 @@ def test_cli_transcribe_and_score(tiny_recipe):
     res = subprocess.run(["asr", "score", "--ref", str(dec / "ref.txt"), "--hyp", str(tmp / "short_hyp.txt")],
                          capture_output=True, text=True)
     assert res.returncode == 2 and "1 only in" in res.stderr and "ref.txt" in res.stderr
+
+
+@pytest.mark.espeak
+def test_transcribe_handles_what_users_bring(tiny_recipe, tmp_path):
+    """Files as users have them: a DC offset, a very quiet recording, stereo with a dead channel
+    give the clean file's transcript; 8-kHz telephone audio and a clipped copy stay close."""
+    import numpy as np
+    import soundfile as sf
+    import soxr
+
+    from asr.score import error_rates
+
+    tmp, _, _ = tiny_recipe
+    wavs = sorted((tmp / "data/wav/test_unseen").glob("*.wav"))[:6]
+    variants = {"clean": [], "dc": [], "quiet": [], "dead_right": [], "phone8k": [], "clipped": []}
+    for k, wav in enumerate(wavs):
+        x, rate = sf.read(wav, dtype="float32")
+        x = x / np.abs(x).max() * 0.5
+        made = {"clean": (x, 16000, "PCM_16"), "dc": (x * 0.6 + 0.3, 16000, "PCM_16"),
+                "quiet": (x * 10 ** (-45 / 20), 16000, "FLOAT"),
+                "dead_right": (np.stack([x, 1e-5 * np.random.default_rng(k).standard_normal(x.size)], 1), 16000, "PCM_16"),
+                "phone8k": (soxr.resample(x, 16000, 8000), 8000, "PCM_16"),
+                "clipped": (np.clip(x * 4, -0.5, 0.5), 16000, "PCM_16")}
+        for name, (y, r, subtype) in made.items():
+            path = tmp_path / name / f"u{k}.wav"
+            path.parent.mkdir(exist_ok=True)
+            sf.write(path, y, r, subtype=subtype)
+    texts = {}
+    for name in variants:
+        res = subprocess.run(["asr", "transcribe", "--model", str(tmp / "exp/best.pt"), str(tmp_path / name),
+                              "--output-dir", str(tmp_path / f"out_{name}")], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr[-2000:]
+        texts[name] = dict(line.split(" ", 1) if " " in line else (line, "")
+                           for line in (tmp_path / f"out_{name}/text").read_text().splitlines())
+    assert len(texts["clean"]) == 6 and any(texts["clean"].values())
+    for name in ("dc", "quiet", "dead_right"):
+        assert texts[name] == texts["clean"], name
+    for name in ("phone8k", "clipped"):
+        assert error_rates(texts["clean"], texts[name]).wer <= 35.0, (name, texts[name])

@@ -17,6 +17,7 @@ from .download import download, safe_extract
 from ..recipe import Recipe, decode_stage, features_stage, lm_stage, stage, train_stage, tune_stage
 from .digits import prepare_digits
 from .real import AN4_URL, LIBRISPEECH_URL, MINI_LIBRISPEECH_URL, CorpusConfig, CorpusError, prepare_split
+from .robust import prepare_conditions
 from .sentences import prepare_sentences
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ def digits_synth_stage(r: Recipe) -> dict[str, Path]:
 def sentences_synth_stage(r: Recipe) -> dict[str, Path]:
     """Select the read sentences and LM text (``text``), then synthesize every split."""
     return prepare_sentences(r.cfg.text, r.cfg.synth, r.paths.data_dir, r.cfg.train_split)
+
+
+@stage(reads=("robust",))
+def robust_stage(r: Recipe) -> dict[str, Path]:
+    """Robustness test splits: held-out audio through the named conditions of ``robust``."""
+    return prepare_conditions(r.cfg.robust, r.paths.data_dir)
 
 
 @stage(reads=("corpus",))

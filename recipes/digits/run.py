@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Digits recipe: synth (0) -> features (1) -> train (2) -> decode + score (3).
+"""Digits recipe: synth (0) -> robustness test splits (1) -> features (2) -> train (3) -> decode + score (4).
 
     python recipes/digits/run.py [--config recipes/digits/config.yaml] [--stage N] [--stop-stage M]
 """
@@ -9,10 +9,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from asr.cli import recipe_main  # noqa: E402
-from asr.corpora.stages import digits_synth_stage  # noqa: E402
+from asr.corpora.stages import digits_synth_stage, robust_stage  # noqa: E402
 from asr.recipe import decode_stage, features_stage, train_stage  # noqa: E402
 
-STAGES = [digits_synth_stage, features_stage, train_stage, decode_stage]
+STAGES = [digits_synth_stage, robust_stage, features_stage, train_stage, decode_stage]
 
 if __name__ == "__main__":
     sys.exit(recipe_main(STAGES, Path(__file__).with_name("config.yaml")))
