@@ -82,7 +82,7 @@ def test_torchrun_decoding_is_sharded_and_matches_one_process(tiny_sentences):
     shutil.copytree(tmp / "exp", tmp / "exp2")
     config = tmp / "config.yaml"
     res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(ROOT / "recipes/sentences/run.py"), "--config", str(config), "--stage", "5",
+                          str(ROOT / "recipes/sentences/run.py"), "--config", str(config), "--stage", "6",
                           "--force", "--set", f"exp_dir={tmp / 'exp2'}"],
                          capture_output=True, text=True, timeout=600, env={**__import__("os").environ,
                                                                            "OMP_NUM_THREADS": "1"})

@@ -34,6 +34,7 @@ class Condition:
     """One test condition, applied in recording order: tempo, room, noise, channel, clipping."""
 
     source: str = "test_unseen"                     # the clean held-out split it is made from
+    utterances: int = 0                             # > 0: only the source's first N utterances
     tempo: float = 1.0                              # > 1: faster speech (pitch kept)
     rt60_s: float = 0.0                             # > 0: a room with this reverberation time
     noise: Literal["", "colored", "babble", "bursts", "hum", "tones"] = ""
@@ -51,6 +52,7 @@ class Condition:
         require(self.babble_speakers >= 1, f"{where}.babble_speakers", "must be >= 1")
         require(0.0 <= self.clip_level < 1.0, f"{where}.clip_level", "0 (none) or in (0, 1)")
         require(self.level_db <= 0, f"{where}.level_db", "must be <= 0")
+        require(self.utterances >= 0, f"{where}.utterances", "must be >= 0 (0: all)")
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,7 @@ def prepare_conditions(cfg: RobustConfig, data_dir: str | Path) -> dict[str, Pat
         if path.exists() and spec.exists() and spec.read_text() == desc:
             continue
         source = read_manifest(out / f"{c.source}.jsonl")
+        source = source[: c.utterances] if c.utterances else source
         utts, problems = make_condition_split(name, c, source, out, cfg.seed)
         report_problems(problems, len(source), f"condition {name}", out / f"{name}.skipped.txt")
         write_manifest(utts, path)
