@@ -16,6 +16,7 @@ SILENCE_PEAK = 1e-4            # peak amplitude below which a file holds no usab
 DEAD_CHANNEL_DB = -40.0        # a channel this far below the loudest one is not mixed in
 TARGET_PEAK = 0.5              # normalize_level: 99.9th-percentile amplitude after normalisation
 MAX_GAIN_DB = 50.0             # normalize_level: never amplify more than this
+MAX_ABS_AMPLITUDE = 1e3        # float samples beyond this are not audio (a scaled or corrupt file)
 
 
 class AudioError(AsrError):
@@ -94,13 +95,22 @@ def check_audio(samples: np.ndarray, rate: int, name: str, min_seconds: float = 
     samples = to_mono(np.asarray(samples, dtype=np.float32))
     if samples.size == 0:
         raise AudioError(f"{name}: audio is empty (0 samples)")
-    if not np.isfinite(samples).all():
-        raise AudioError(f"{name}: audio contains NaN or Inf samples")
+    check_samples(samples, name)
     samples = resample(samples, rate)
     if samples.size < min_seconds * SAMPLE_RATE_HZ:
         raise AudioError(f"{name}: audio too short ({samples.size / SAMPLE_RATE_HZ:.3f} s, "
                          f"need >= {min_seconds:.3f} s)")
     return samples
+
+
+def check_samples(samples: np.ndarray, name: str) -> None:
+    """NaN/Inf or absurd amplitudes (a float file holding 1e30) are a named error: they would
+    give NaN features and a silent empty transcript."""
+    if not np.isfinite(samples).all():
+        raise AudioError(f"{name}: audio contains NaN or Inf samples")
+    peak = float(np.abs(samples).max()) if samples.size else 0.0
+    if peak > MAX_ABS_AMPLITUDE:
+        raise AudioError(f"{name}: absurd sample amplitude {peak:.3g} (float audio is expected in [-1, 1])")
 
 
 def check_rate(rate: int, name: str) -> None:

@@ -15,7 +15,6 @@ from .errors import AsrError
 
 log = logging.getLogger("asr.cli")
 
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".w64"}
 
 
 class _ShortNames(logging.Formatter):
@@ -197,46 +196,27 @@ def _formats(allowed: tuple[str, ...]):
     return parse
 
 
-def expand_paths(paths: Sequence[str]) -> list[Path]:
-    """Files as given; directories searched recursively for audio suffixes (sorted)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES))
-        else:
-            out.append(p)
-    return out
-
-
-def utterance_id(path: Path, root: Path | None) -> str:
-    """Kaldi-safe id from a path (relative to the directory given on the command line)."""
-    rel = path.relative_to(root) if root is not None else Path(path.name)
-    return "_".join(rel.with_suffix("").parts).replace(" ", "_")
-
-
 def cmd_transcribe(args) -> int:
     from tqdm import tqdm
 
     from .audio import AudioError
     from .recognizer import load
-    from .transcribe import SegmentOptions, transcribe, write_outputs
+    from .transcribe import SegmentOptions, list_audio_files, transcribe, write_outputs
 
+    opts = SegmentOptions(max_segment_s=args.max_segment)
+    jobs, problems = list_audio_files(args.paths)
+    for p in problems:
+        (log.warning if p.kind == "mapped" else log.error)("%s: %s", p.id, p.reason)
     rec = load(args.model, int8=args.int8)
     rec = rec.with_decoder(_decoder(args, rec))
-    opts = SegmentOptions(max_segment_s=args.max_segment)
     formats = args.formats
-    jobs = []                                  # (path, id)
-    for p in map(Path, args.paths):
-        if p.is_dir():
-            jobs += [(f, utterance_id(f, p)) for f in expand_paths([str(p)])]
-        else:
-            jobs.append((p, utterance_id(p, None)))
-    t0, audio_s, failures, kaldi = time.perf_counter(), 0.0, [], {}
+    t0, audio_s, kaldi = time.perf_counter(), 0.0, {}
+    failures = [p for p in problems if p.kind == "skipped"]
     for path, uid in tqdm(jobs, desc="transcribe", unit="file", disable=not sys.stderr.isatty()):
         try:
             tr = transcribe(rec, path, opts=opts)
         except AudioError as e:
-            failures.append(str(e))
+            failures.append(e)
             log.error("failed: %s", e)
             continue
         audio_s += tr.duration

@@ -93,6 +93,7 @@ def read_manifest(path: str | Path) -> list[Utterance]:
         raw = path.read_bytes()
     except OSError as e:
         raise ManifestError(f"{path}: cannot read manifest ({e.strerror})") from None
+    raw = raw.removeprefix(b"\xef\xbb\xbf")        # a UTF-8 byte-order mark
     for lineno, line in enumerate(raw.split(b"\n"), 1):
         if not line.strip():
             continue

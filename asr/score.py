@@ -64,6 +64,7 @@ def read_transcripts(path: str | Path, fmt: TranscriptFormat = "auto") -> dict[s
     except OSError as e:
         raise ScoreError(f"{path}: cannot read ({e.strerror})") from None
     out: dict[str, str] = {}
+    raw = raw.removeprefix(b"\xef\xbb\xbf")        # a UTF-8 byte-order mark is not part of the first id
     for lineno, line in enumerate(raw.split(b"\n"), 1):
         where = f"{path}:{lineno}"
         try:

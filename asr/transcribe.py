@@ -7,6 +7,7 @@ audio plus one decoding batch is held at a time.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -17,7 +18,9 @@ import soxr
 import torch
 import torchaudio.functional as AF
 
-from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate, normalize_level, to_mono
+from .config import ConfigError
+from .errors import Problem
+from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate, check_samples, normalize_level, to_mono
 
 READ_BLOCK_S = 10.0          # seconds read from disk at a time
 ENERGY_WIN_S = 0.025
@@ -35,6 +38,13 @@ class SegmentOptions:
     batch_segments: int = 8          # segments decoded together
     snap_words: bool = True          # word boundaries aligned in silence move onto the speech
     normalize: bool = True           # per segment: DC offset removed, level brought to a fixed peak
+
+    def __post_init__(self):
+        if not (self.max_segment_s > 0 and self.min_segment_s >= 0 and self.min_pause_s > 0 and self.batch_segments >= 1):
+            raise ConfigError(f"segment options: max_segment_s ({self.max_segment_s}) and min_pause_s "
+                              f"({self.min_pause_s}) must be > 0, min_segment_s >= 0, batch_segments >= 1")
+        if self.min_segment_s > self.max_segment_s:
+            object.__setattr__(self, "min_segment_s", self.max_segment_s / 2)   # short caps still cut at pauses
 
 
 @dataclass
@@ -83,11 +93,13 @@ def stream_audio(source: str | Path | np.ndarray, sample_rate: int | None = None
             soxr.ResampleStream(f.samplerate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
         block = int(READ_BLOCK_S * f.samplerate)
         while True:
-            x = f.read(block, dtype="float32", always_2d=True)
+            try:
+                x = f.read(block, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError, OSError) as e:     # e.g. a FLAC that loses sync
+                raise AudioError(f"{source}: cannot read audio after {f.tell() / f.samplerate:.1f} s ({e})") from None
             last = x.shape[0] < block
             x = to_mono(x)
-            if not np.isfinite(x).all():
-                raise AudioError(f"{source}: audio contains NaN or Inf samples")
+            check_samples(x, str(source))
             if resampler is not None:
                 x = resampler.resample_chunk(x, last=last)
             if x.size:
@@ -314,3 +326,49 @@ def write_outputs(tr: Transcription, base: Path, formats: Sequence[str]) -> list
         path.write_text(WRITERS[fmt](tr), encoding="utf-8")
         paths.append(path)
     return paths
+
+
+# ---------------------------------------------------------------- many files
+AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif", ".au", ".w64", ".sph"}
+_NOT_ID = re.compile(r"[\s/\\]+")
+
+
+def kaldi_id(text: str) -> str:
+    """``text`` as a Kaldi-safe id: whitespace (spaces, tabs, newlines) and slashes become ``_``."""
+    return _NOT_ID.sub("_", text).strip("_") or "_"
+
+
+def list_audio_files(paths: Sequence[str | Path]) -> tuple[list[tuple[Path, str]], list[Problem]]:
+    """``(path, id)`` of every audio file to transcribe, and problems. A directory is searched
+    recursively for audio suffixes; its files' ids are their paths relative to it. A file given
+    alone has its name (without suffix) as id. Anything that is not a regular file (a FIFO, a
+    device, a missing path) is a problem, never opened. Ids are unique: a collision
+    (``a/x.wav`` and ``b/x.wav`` given alone, ``x.wav`` and ``x.flac``) keeps the suffix, then a
+    counter, and is reported."""
+    found, problems = [], []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for f in sorted(p.rglob("*")):
+                if f.suffix.lower() not in AUDIO_SUFFIXES:
+                    continue
+                if f.is_file():
+                    found.append((f, f.relative_to(p).with_suffix("").as_posix()))
+                elif not f.is_dir():
+                    problems.append(Problem(str(f), "not a regular file (FIFO, device or broken link): skipped"))
+        elif p.is_file():
+            found.append((p, p.stem))
+        else:
+            reason = "no such file" if not p.exists() and not p.is_symlink() else "not a regular file (FIFO, device or broken link)"
+            problems.append(Problem(str(p), reason))
+    jobs, used = [], set()
+    for path, name in found:
+        uid = kaldi_id(name)
+        if uid in used:
+            base = kaldi_id(f"{name}{path.suffix}")
+            uid, k = base, 2
+            while uid in used:
+                uid, k = f"{base}-{k}", k + 1
+            problems.append(Problem(str(path), f"id {kaldi_id(name)!r} taken by another file: written as {uid!r}", "mapped"))
+        used.add(uid)
+        jobs.append((path, uid))
+    return jobs, problems

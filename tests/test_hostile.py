@@ -1,0 +1,106 @@
+"""Careless and hostile input found by probing (issue 17): each probe reproduces the mistake
+first, then checks it is named, counted and survived."""
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr.audio import AudioError, load_audio
+from asr.checkpoint import model_payload
+from asr.features import FeatureConfig
+from asr.files import atomic_save
+from asr.score import read_transcripts
+from asr.text import CharTokenizer
+from asr.transcribe import SegmentOptions, kaldi_id, list_audio_files
+
+
+@pytest.fixture
+def model_file(tmp_path, tiny_model):
+    path = tmp_path / "m.pt"
+    atomic_save(model_payload(tiny_model, FeatureConfig(), CharTokenizer()), path)
+    return path
+
+
+def _transcribe(model_file, *args, timeout=120):
+    return subprocess.run(["asr", "transcribe", "--model", str(model_file), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_file_that_breaks_mid_decode_is_named_and_the_rest_is_written(tmp_path, model_file, tone):
+    d = tmp_path / "audio"
+    d.mkdir()
+    sf.write(d / "a_good.wav", tone(1.0), 16000)
+    x = np.concatenate([tone(12.0, freq=300), tone(12.0, freq=500)])
+    sf.write(d / "b_broken.flac", x, 16000)
+    raw = bytearray((d / "b_broken.flac").read_bytes())
+    mid = len(raw) // 2
+    raw[mid: mid + 4000] = os.urandom(4000)                 # the stream loses sync half-way
+    (d / "b_broken.flac").write_bytes(bytes(raw))
+    sf.write(d / "c_good.wav", tone(1.5), 16000)
+    res = _transcribe(model_file, d, "--output-dir", tmp_path / "out")
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert "b_broken.flac" in res.stderr
+    ids = [line.split(" ")[0] for line in (tmp_path / "out/text").read_text().splitlines()]
+    assert "a_good" in ids and "c_good" in ids                 # files after the broken one too
+
+
+def test_colliding_names_get_unique_ids_and_are_reported(tmp_path, model_file, tone):
+    for sub, name in (("c1", "x.wav"), ("c2", "x.wav"), ("c3", "x.flac"), ("c3", "x.wav")):
+        (tmp_path / sub).mkdir(exist_ok=True)
+        sf.write(tmp_path / sub / name, tone(1.0, freq=200 + 100 * len(sub)), 16000)
+    weird = tmp_path / "c4" / "new\nline\tand tab.wav"
+    weird.parent.mkdir()
+    sf.write(weird, tone(1.0), 16000)
+    jobs, problems = list_audio_files([tmp_path / "c1/x.wav", tmp_path / "c2/x.wav", tmp_path / "c3", tmp_path / "c4"])
+    ids = [uid for _, uid in jobs]
+    assert ids == ["x", "x.wav", "x.flac", "x.wav-2", "new_line_and_tab"]
+    assert all(kaldi_id(i) == i for i in ids)
+    assert {p.kind for p in problems} == {"mapped"} and len(problems) == 3
+    res = _transcribe(model_file, tmp_path / "c1/x.wav", tmp_path / "c2/x.wav", tmp_path / "c3", tmp_path / "c4",
+                      "--output-dir", tmp_path / "out", "--formats", "json")
+    assert res.returncode == 0, res.stderr
+    lines = (tmp_path / "out/text").read_text().splitlines()
+    assert len(lines) == 5 and len({line.split(" ")[0] for line in lines}) == 5
+    assert len(list((tmp_path / "out").glob("*.json"))) == 5                 # nothing overwritten
+    assert "taken by another file" in res.stderr
+
+
+def test_fifos_are_skipped_not_opened(tmp_path, model_file, tone):
+    d = tmp_path / "audio"
+    d.mkdir()
+    sf.write(d / "good.wav", tone(1.0), 16000)
+    os.mkfifo(d / "pipe.wav")
+    os.mkfifo(tmp_path / "alone.wav")
+    res = _transcribe(model_file, d, tmp_path / "alone.wav", "--output-dir", tmp_path / "out", timeout=60)
+    assert res.returncode == 1 and "pipe.wav" in res.stderr and "alone.wav" in res.stderr
+    assert "not a regular file" in res.stderr
+    assert (tmp_path / "out/text").read_text().startswith("good ")
+
+
+def test_absurd_amplitude_is_a_named_error(tmp_path, model_file, tone):
+    sf.write(tmp_path / "huge.wav", tone(1.0) * 1e30, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="huge.wav: absurd sample amplitude"):
+        load_audio(tmp_path / "huge.wav")
+    res = _transcribe(model_file, tmp_path / "huge.wav")
+    assert res.returncode == 1 and "absurd sample amplitude" in res.stderr
+
+
+def test_segment_limits_are_checked(model_file, tmp_path, tone):
+    with pytest.raises(Exception, match="max_segment_s"):
+        SegmentOptions(max_segment_s=0)
+    sf.write(tmp_path / "a.wav", tone(1.0), 16000)
+    for bad in ("0", "-3"):
+        res = _transcribe(model_file, tmp_path / "a.wav", "--max-segment", bad)
+        assert res.returncode == 2 and "max_segment_s" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_byte_order_mark_in_transcripts(tmp_path):
+    (tmp_path / "ref.trn").write_text("one two (u1)\nthree (u2)\n", encoding="utf-8")
+    (tmp_path / "hyp.trn").write_text("\ufeffone two (u1)\nthree (u2)\n", encoding="utf-8")
+    assert read_transcripts(tmp_path / "hyp.trn") == read_transcripts(tmp_path / "ref.trn")
+    res = subprocess.run(["asr", "score", "--ref", str(tmp_path / "ref.trn"), "--hyp", str(tmp_path / "hyp.trn"),
+                          "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(res.stdout)["summary"]["wer"] == 0.0
