@@ -74,11 +74,30 @@ def model_from_payload(ckpt: dict, where: str = "checkpoint") -> LoadedModel:
         feat_cfg = from_dict(FeatureConfig, ckpt["feature_config"], "feature_config")
         tokenizer = (tokenizer_from_payload(ckpt["tokenizer"]) if "tokenizer" in ckpt
                      else CharTokenizer.from_vocab(ckpt["vocab"]))
+        check_shapes(ckpt["state_dict"], model_cfg, feat_cfg.n_mels, len(tokenizer), where)
         model = BiLSTMCTC(model_cfg, feat_cfg.n_mels, len(tokenizer))
         model.load_state_dict(ckpt["state_dict"])
-    except (ConfigError, KeyError, RuntimeError, ValueError) as e:
+    except (ConfigError, KeyError, RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(f"{where}: inconsistent checkpoint ({type(e).__name__}: {e})") from None
     return LoadedModel(model.eval(), feat_cfg, tokenizer, ckpt.get("info", {}))
+
+
+def check_shapes(state: dict, cfg: ModelConfig, n_mels: int, vocab: int, where: str) -> None:
+    """The file's tensors against the shapes its config implies, checked on the meta device
+    (no memory): a config that claims a huge model over small tensors is refused before any
+    allocation, naming the first tensor that disagrees."""
+    if not 1 <= n_mels <= 1024 or not 2 <= vocab <= 100_000:
+        raise CheckpointError(f"{where}: implausible n_mels {n_mels} or vocabulary size {vocab}")
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in BiLSTMCTC(cfg, n_mels, vocab).state_dict().items()}
+    if not isinstance(state, dict) or set(state) != set(expected):
+        missing, extra = sorted(set(expected) - set(state or {})), sorted(set(state or {}) - set(expected))
+        raise CheckpointError(f"{where}: tensors do not match the model config (missing {missing[:3]}, "
+                              f"unexpected {extra[:3]})")
+    for k, shape in expected.items():
+        if not isinstance(state[k], torch.Tensor) or tuple(state[k].shape) != shape:
+            got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
+            raise CheckpointError(f"{where}: tensor {k} has shape {got}, the model config says {shape}")
 
 
 def load_checkpoint(path: str | Path) -> LoadedModel:

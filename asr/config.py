@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import reprlib
 import types
 import typing
 from pathlib import Path
@@ -36,6 +37,24 @@ _Loader.yaml_implicit_resolvers = {
     for k, v in yaml.SafeLoader.yaml_implicit_resolvers.copy().items()}
 _Loader.add_implicit_resolver("tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
                               list("tTfF"))
+
+
+MAX_YAML_ALIASES = 64          # a config needs few; a "billion laughs" file needs many
+_SHOW = reprlib.Repr()
+_SHOW.maxstring, _SHOW.maxother, _SHOW.maxlevel = 60, 60, 3
+
+
+def _show(value: Any) -> str:
+    """A bounded repr for error messages (a huge or deeply nested value stays one short line)."""
+    return _SHOW.repr(value)
+
+
+def _yaml(text: str, where: str) -> Any:
+    """Parse YAML 1.2-style, refusing alias bombs before anything is expanded."""
+    aliases = sum(isinstance(e, yaml.AliasEvent) for e in yaml.parse(text, Loader=_Loader))
+    if aliases > MAX_YAML_ALIASES:
+        raise ConfigError(f"{where}: {aliases} YAML aliases (at most {MAX_YAML_ALIASES}); refusing to expand them")
+    return yaml.load(text, Loader=_Loader)
 
 
 def require(ok: bool, key: str, rule: str) -> None:
@@ -78,7 +97,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return from_dict(tp, value, where)
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{where}: {value!r} not allowed; allowed: {', '.join(map(str, args))}")
+            raise ConfigError(f"{where}: {_show(value)} not allowed; allowed: {', '.join(map(str, args))}")
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -86,7 +105,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return _coerce(next(a for a in args if a is not type(None)), value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_show(value)}")
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value))
         if len(value) != len(args):
@@ -94,13 +113,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_show(value)}")
         return {str(k): _coerce(args[1], v, f"{where}.{k}") for k, v in value.items()}
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp in (int, str, bool) and type(value) is tp:
         return value
-    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+    raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {_show(value)}")
 
 
 def load_yaml(cls: type, path: str | Path, overrides: dict[str, Any] | None = None) -> Any:
@@ -108,9 +127,9 @@ def load_yaml(cls: type, path: str | Path, overrides: dict[str, Any] | None = No
     to values. Every problem is a :class:`ConfigError` naming the file and the key."""
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read config: {e}") from e
+        data = _yaml(path.read_text(encoding="utf-8"), str(path)) or {}
+    except (OSError, yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"{path}: cannot read config: {_show(str(e))}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
@@ -135,6 +154,9 @@ def digest(obj: Any) -> str:
 def parse_override(text: str) -> tuple[str, Any]:
     """``key.sub=value`` with the value parsed as YAML (numbers, lists, booleans)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected key=value")
+        raise ConfigError(f"override {_show(text)}: expected key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.load(raw, Loader=_Loader)
+    try:
+        return key.strip(), _yaml(raw, f"override {key.strip()!r}")
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {_show(text)}: not a YAML value ({e})") from None

@@ -67,6 +67,8 @@ class AugmentConfig:
                  "each factor must be in [0.5, 2.0]")
         require(self.freq_masks >= 0 and self.time_masks >= 0, f"{where}.*_masks", "must be >= 0")
         require(0.0 <= self.time_mask_ratio < 0.5, f"{where}.time_mask_ratio", "must be in [0, 0.5)")
+        require(self.gain_db >= 0, f"{where}.gain_db", "must be >= 0")
+        require(self.freq_mask_width >= 0, f"{where}.freq_mask_width", "must be >= 0")
         require(0.7 <= self.warp_range[0] <= self.warp_range[1] <= 1.3, f"{where}.warp_range",
                  "must satisfy 0.7 <= low <= high <= 1.3")
 

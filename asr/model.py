@@ -27,9 +27,9 @@ class ModelConfig:
     utterance_cvn: bool = False  # with utterance_cmn: also divide by the utterance's own std (same frames)
 
     def check(self, where: str) -> None:
-        require(self.stack >= 1, f"{where}.stack", "must be >= 1")
-        require(self.hidden >= 1, f"{where}.hidden", "must be >= 1")
-        require(self.layers >= 1, f"{where}.layers", "must be >= 1")
+        require(1 <= self.stack <= 16, f"{where}.stack", "must be in 1..16")
+        require(1 <= self.hidden <= 8192, f"{where}.hidden", "must be in 1..8192")
+        require(1 <= self.layers <= 32, f"{where}.layers", "must be in 1..32")
         require(0.0 <= self.dropout < 1.0, f"{where}.dropout", "must be in [0, 1)")
         require(self.utterance_cmn or not self.utterance_cvn, f"{where}.utterance_cvn", "needs utterance_cmn")
 

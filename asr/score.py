@@ -142,8 +142,15 @@ class UttScore:
         return self.sub + self.dele + self.ins
 
 
+MAX_ALIGN_CELLS = 50_000_000     # edit-distance table size (ref x hyp units) one utterance may need
+
+
 def score_utterance(utt: str, ref: str, hyp: str, speaker: str | None = None) -> UttScore:
     rw, hw = ref.split(), hyp.split()
+    for unit, a, b in (("words", len(rw), len(hw)), ("characters", len(ref), len(hyp))):
+        if (a + 1) * (b + 1) > MAX_ALIGN_CELLS and ref != hyp:
+            raise ScoreError(f"utterance {utt!r}: {a} reference x {b} hypothesis {unit} is too long to align "
+                             f"(limit {MAX_ALIGN_CELLS:,} cells); split it into utterances")
     ali = kaldialign.align(rw, hw, EPS, sclite_mode=True)
     sub = sum(r != EPS and h != EPS and r != h for r, h in ali)
     dele = sum(h == EPS for _, h in ali)

@@ -104,3 +104,47 @@ def test_byte_order_mark_in_transcripts(tmp_path):
     res = subprocess.run(["asr", "score", "--ref", str(tmp_path / "ref.trn"), "--hyp", str(tmp_path / "hyp.trn"),
                           "--json"], capture_output=True, text=True, check=True)
     assert json.loads(res.stdout)["summary"]["wer"] == 0.0
+
+
+def test_small_files_cannot_exhaust_memory(tmp_path, tiny_model):
+    """A 5-KB checkpoint that claims hidden=60000, a YAML alias bomb, a 220k-word line pair."""
+    import torch
+
+    from asr.checkpoint import CheckpointError, load_checkpoint
+    from asr.config import ConfigError
+    from asr.recipe import load_config
+    from asr.score import ScoreError, error_rates
+
+    payload = model_payload(tiny_model, FeatureConfig(), CharTokenizer())
+    payload["model_config"]["hidden"] = 60000
+    torch.save(payload, tmp_path / "big.pt")
+    with pytest.raises(CheckpointError, match=r"big.pt.*hidden"):
+        load_checkpoint(tmp_path / "big.pt")
+    payload["model_config"]["hidden"] = 64                    # plausible, but not the file's tensors
+    torch.save(payload, tmp_path / "wrong.pt")
+    with pytest.raises(CheckpointError, match=r"wrong.pt: tensor layers.0.fwd.weight_ih_l0 has shape"):
+        load_checkpoint(tmp_path / "wrong.pt")
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+        for p, c in zip("abcdefgh", "bcdefghi")) + "name: *i\n"
+    (tmp_path / "bomb.yaml").write_text(bomb)
+    with pytest.raises(ConfigError, match="YAML aliases"):
+        load_config(tmp_path / "bomb.yaml")
+    long_ref, long_hyp = " ".join(["one"] * 220_000), " ".join(["two"] * 220_000)
+    with pytest.raises(ScoreError, match="'u1'.*too long to align"):
+        error_rates({"u1": long_ref}, {"u1": long_hyp})
+
+
+def test_bad_overrides_are_one_line_errors(tmp_path):
+    from asr.config import ConfigError, parse_override
+    from asr.recipe import load_config
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="'name' is not a section"):
+        load_config(cfg, dict([parse_override("name.x=1")]))
+    with pytest.raises(ConfigError, match="not a YAML value"):
+        parse_override("train.epochs=[1, 2")
+    for bad in ("train.max_minutes=-1", "train.warmup_steps=-5", "augment.gain_db=-3", "train.max_batch_frames=-10"):
+        with pytest.raises(ConfigError):
+            load_config(cfg, dict([parse_override(bad)]))
