@@ -148,3 +148,76 @@ def test_bad_overrides_are_one_line_errors(tmp_path):
     for bad in ("train.max_minutes=-1", "train.warmup_steps=-5", "augment.gain_db=-3", "train.max_batch_frames=-10"):
         with pytest.raises(ConfigError):
             load_config(cfg, dict([parse_override(bad)]))
+
+
+# ---------------------------------------------------------------- archives
+def _tar(path, members):
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _member(name, kind="file", data=b"x", link=""):
+    import tarfile
+
+    info = tarfile.TarInfo(name)
+    info.type = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE,
+                 "chr": tarfile.CHRTYPE, "fifo": tarfile.FIFOTYPE}[kind]
+    info.linkname = link
+    info.size = len(data) if kind == "file" else 0
+    return info, data if kind == "file" else None
+
+
+def _tree(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+@pytest.mark.parametrize("members, reason", [
+    ([_member("a", "sym", link="."), _member("a/a/a/b", "sym", link="../../../.."), _member("a/a/a/b/evil")],
+     "symlink"),                                                           # a chain of links up and out
+    ([_member("up", "sym", link=".."), _member("up/evil")], "symlink"),    # `..` through a link
+    ([_member("d", "dir"), _member("d/" + "x" * 300)], "too long"),       # one component over NAME_MAX
+    ([_member("/".join(["y" * 200] * 25))], "too long"),                   # the whole path over PATH_MAX
+    ([_member("passwd", "hard", link="/etc/passwd")], "hard link"),
+    ([_member("h", "hard", link="later"), _member("later")], "hard link"),
+    ([_member("null", "chr")], "device"),
+    ([_member("pipe", "fifo")], "device or FIFO"),
+    ([_member("ok"), _member("../../evil")], "escapes"),
+])
+def test_unsafe_archives_write_nothing(tmp_path, members, reason):
+    from asr.corpora.download import UnsafeArchiveError, safe_extract
+
+    archive = _tar(tmp_path / "evil.tar", members)
+    dest = tmp_path / "box" / "dest"
+    with pytest.raises(UnsafeArchiveError, match=reason):
+        safe_extract(archive, dest)
+    assert _tree(tmp_path / "box") == ["dest"]                 # nothing inside or beside the target
+    assert _tree(tmp_path) == ["box", "box/dest", "evil.tar"]
+
+
+def test_hard_links_to_earlier_members_become_copies(tmp_path):
+    from asr.corpora.download import safe_extract
+
+    archive = _tar(tmp_path / "ok.tar", [_member("d", "dir"), _member("d/a.txt", data=b"hello"),
+                                         _member("d/b.txt", "hard", link="d/a.txt")])
+    safe_extract(archive, tmp_path / "out")
+    assert (tmp_path / "out/d/b.txt").read_bytes() == b"hello" and not (tmp_path / "out/d/b.txt").is_symlink()
+    assert (tmp_path / "out/.extracted-ok.tar").exists()
+
+
+def test_a_symlink_planted_in_the_target_is_not_followed(tmp_path):
+    from asr.corpora.download import UnsafeArchiveError, safe_extract
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "data").symlink_to(outside)                       # left there by someone else
+    archive = _tar(tmp_path / "a.tar", [_member("data", "dir"), _member("data/x.txt")])
+    with pytest.raises(UnsafeArchiveError, match="outside"):
+        safe_extract(archive, dest)
+    assert list(outside.iterdir()) == []

@@ -4,12 +4,15 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import shutil
+import stat
 import logging
 import tarfile
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..errors import AsrError
 
@@ -86,45 +89,116 @@ def _inside(root: Path, target: Path) -> bool:
     return target == root or root in target.parents
 
 
-def check_tar_member(m: tarfile.TarInfo, dest: Path, archive: Path) -> None:
-    """Refuse absolute paths, ``..`` escapes, links pointing outside ``dest`` and devices."""
-    where = f"{archive}: member {m.name!r}"
-    if os.path.isabs(m.name) or not _inside(dest, dest / m.name):
+MAX_PATH_BYTES = 4000            # below Linux's PATH_MAX (4096) for the full extracted path
+MAX_NAME_BYTES = 255             # one path component
+
+
+def member_path(name: str, archive: Path) -> PurePosixPath:
+    """The relative path an archive member may be written to, or :class:`UnsafeArchiveError`:
+    absolute names, ``..`` anywhere, NUL bytes, over-long names and components are refused."""
+    where = f"{archive}: member {name[:200]!r}"
+    if "\x00" in name or name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"{where} has an absolute or invalid name")
+    parts = [p for p in PurePosixPath(name.replace("\\", "/")).parts if p not in ("", ".")]
+    if any(p == ".." for p in parts):
         raise UnsafeArchiveError(f"{where} escapes the target directory")
-    if m.issym():
-        link_target = (dest / m.name).parent / m.linkname
-        if os.path.isabs(m.linkname) or not _inside(dest, link_target):
-            raise UnsafeArchiveError(f"{where} is a symlink to {m.linkname!r}, outside the target")
-    if m.islnk() and (os.path.isabs(m.linkname) or not _inside(dest, dest / m.linkname)):
-        raise UnsafeArchiveError(f"{where} is a hard link to {m.linkname!r}, outside the target")
-    if m.isdev():
-        raise UnsafeArchiveError(f"{where} is a device file")
+    if any(len(os.fsencode(p)) > MAX_NAME_BYTES for p in parts) or len(os.fsencode(name)) > MAX_PATH_BYTES:
+        raise UnsafeArchiveError(f"{where} has a name too long for the filesystem")
+    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+def _write_file(root: Path, rel: PurePosixPath, src, archive: Path) -> None:
+    """Create ``root/rel`` as a new regular file from the stream ``src``, never following links."""
+    path = root.joinpath(*rel.parts)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(root, path.parent) or path.parent.is_symlink():
+        raise UnsafeArchiveError(f"{archive}: member {str(rel)!r} would be written outside the target")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        shutil.copyfileobj(src, f, CHUNK_BYTES)
+
+
+def _stage_tar(archive: Path, stage: Path) -> None:
+    """Materialise only directories and regular files; a hard link to an earlier member becomes
+    a copy of it; symlinks, devices and FIFOs are refused."""
+    try:
+        tf = tarfile.open(archive)
+    except tarfile.TarError as e:
+        raise UnsafeArchiveError(f"{archive}: not a tar or zip archive ({e})") from None
+    with tf:
+        written: set[PurePosixPath] = set()
+        for m in tf:
+            rel = member_path(m.name, archive)
+            where = f"{archive}: member {m.name[:200]!r}"
+            if m.isdir():
+                (stage.joinpath(*rel.parts)).mkdir(parents=True, exist_ok=True)
+            elif m.isfile():
+                _write_file(stage, rel, tf.extractfile(m), archive)
+                written.add(rel)
+            elif m.islnk():
+                try:
+                    target = member_path(m.linkname, archive)
+                except UnsafeArchiveError:
+                    target = None
+                if target not in written:
+                    raise UnsafeArchiveError(f"{where} is a hard link to {m.linkname[:200]!r}, not an earlier file of the archive")
+                with open(stage.joinpath(*target.parts), "rb") as src:
+                    _write_file(stage, rel, src, archive)
+                written.add(rel)
+            elif m.issym():
+                raise UnsafeArchiveError(f"{where} is a symlink (to {m.linkname[:200]!r}); links are not extracted")
+            else:
+                raise UnsafeArchiveError(f"{where} is a device or FIFO")
+
+
+def _stage_zip(archive: Path, stage: Path) -> None:
+    with zipfile.ZipFile(archive) as z:
+        for info in z.infolist():
+            rel = member_path(info.filename, archive)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+                raise UnsafeArchiveError(f"{archive}: member {info.filename[:200]!r} is a link or special file")
+            if info.is_dir():
+                stage.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
+            else:
+                with z.open(info) as src:
+                    _write_file(stage, rel, src, archive)
+
+
+def _move_into(stage: Path, dest: Path) -> None:
+    """Move the verified staging tree into ``dest`` file by file, refusing any destination
+    path whose existing parents lead outside ``dest`` (a symlink planted there before)."""
+    for root, dirs, files in os.walk(stage):
+        rel = Path(root).relative_to(stage)
+        target_dir = dest / rel
+        target_dir.mkdir(parents=True, exist_ok=True)
+        if not _inside(dest, target_dir):
+            raise UnsafeArchiveError(f"{dest / rel}: leads outside {dest} (a symlink in the way)")
+        for name in files:
+            target = target_dir / name
+            if target.is_symlink():
+                raise UnsafeArchiveError(f"{target}: a symlink is in the way of an extracted file")
+            os.replace(Path(root) / name, target)
 
 
 def safe_extract(archive: str | Path, dest: str | Path) -> Path:
-    """Extract a tar (any compression) or zip into ``dest``, refusing unsafe members before
-    writing anything. A finished extraction leaves ``dest/.extracted-<archive name>``."""
+    """Extract a tar (any compression) or zip into ``dest`` safely: everything is first
+    extracted into a fresh staging directory inside ``dest``, where only directories and
+    regular files are created (checked one by one as the real filesystem stands, never
+    following links; no reliance on tarfile's ``filter``), then moved into place. Any unsafe
+    member stops the extraction before anything reaches ``dest``. A finished extraction leaves
+    ``dest/.extracted-<archive name>``."""
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     done = dest / f".extracted-{archive.name}"
     if done.exists():
         return dest
-    if zipfile.is_zipfile(archive):
-        with zipfile.ZipFile(archive) as z:
-            for name in z.namelist():
-                if os.path.isabs(name) or not _inside(dest, dest / name):
-                    raise UnsafeArchiveError(f"{archive}: member {name!r} escapes the target directory")
-            z.extractall(dest)
-    else:
-        try:
-            tf = tarfile.open(archive)
-        except tarfile.TarError as e:
-            raise UnsafeArchiveError(f"{archive}: not a tar or zip archive ({e})") from None
-        with tf:
-            members = tf.getmembers()
-            for m in members:
-                check_tar_member(m, dest, archive)
-            tf.extractall(dest, members=members, filter="data")   # second line of defence
+    stage = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
+    try:
+        (_stage_zip if zipfile.is_zipfile(archive) else _stage_tar)(archive, stage)
+        _move_into(stage, dest)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     done.touch()
     return dest
 
