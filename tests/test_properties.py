@@ -69,3 +69,52 @@ def test_identity_scores_zero_and_formats_roundtrip(tmp_path_factory, refs):
     if refs:
         assert read_transcripts(tmp / "r.trn") == refs == read_transcripts(tmp / "r.txt", "kaldi")
     json.dumps(r.as_dict())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=300))
+def test_transcript_garbage_raises_only_score_error(tmp_path_factory, blob):
+    from asr.score import ScoreError
+
+    path = tmp_path_factory.mktemp("t") / "hyp.txt"
+    path.write_bytes(blob)
+    for fmt in ("auto", "trn", "kaldi"):
+        try:
+            out = read_transcripts(path, fmt)
+        except ScoreError as e:
+            assert str(path) in str(e)
+        else:
+            assert all(isinstance(k, str) and isinstance(v, str) for k, v in out.items())
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+                    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.text(max_size=8), c, max_size=4),
+                    max_leaves=20))
+def test_config_garbage_raises_only_config_error(tmp_path_factory, data):
+    import yaml
+
+    from asr.config import ConfigError
+    from asr.recipe import load_config
+
+    path = tmp_path_factory.mktemp("c") / "c.yaml"
+    path.write_text(yaml.safe_dump({"train": data, "model": {"hidden": data}}))
+    try:
+        load_config(path)
+    except ConfigError as e:
+        assert str(path) in str(e) and len(str(e)) < 2000      # one bounded line naming the file
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=0, max_size=400))
+def test_audio_header_garbage_raises_only_audio_error(tmp_path_factory, blob):
+    from asr.audio import AudioError, load_audio
+
+    path = tmp_path_factory.mktemp("a") / "x.wav"
+    path.write_bytes(b"RIFF" + blob)
+    try:
+        x = load_audio(path)
+    except AudioError as e:
+        assert str(path) in str(e)
+    else:
+        assert x.dtype.name == "float32" and x.ndim == 1
