@@ -62,7 +62,7 @@ def load_audio(path: str | Path, min_seconds: float = 0.0, max_seconds: float | 
     header, before decoding), with ``reject_silence`` for all-silent files. ``start_s`` /
     ``stop_s`` read only that part of the file.
     """
-    path = Path(path)
+    path = require_regular(path)
     if max_seconds is not None:
         try:
             info = sf.info(str(path))
@@ -103,6 +103,16 @@ def check_audio(samples: np.ndarray, rate: int, name: str, min_seconds: float = 
     return samples
 
 
+def require_regular(path: str | Path) -> Path:
+    """``path`` if it is a regular file (or a link to one); a FIFO, device, directory or missing
+    path is an :class:`AudioError` before anything opens it (opening a FIFO blocks forever)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "no such file" if not path.exists() else "not a regular file (FIFO, device or directory)"
+        raise AudioError(f"{path}: cannot read audio ({what})")
+    return path
+
+
 def check_samples(samples: np.ndarray, name: str) -> None:
     """NaN/Inf or absurd amplitudes (a float file holding 1e30) are a named error: they would
     give NaN features and a silent empty transcript."""
@@ -121,6 +131,7 @@ def check_rate(rate: int, name: str) -> None:
 
 def audio_duration(path: str | Path) -> float:
     """Duration in seconds from the file header (no decoding)."""
+    path = require_regular(path)
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:

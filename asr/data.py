@@ -91,6 +91,8 @@ def read_manifest(path: str | Path) -> list[Utterance]:
     """Parse a JSONL manifest. Malformed lines and duplicate ids raise :class:`ManifestError`."""
     path = Path(path)
     utts, seen = [], {}
+    if path.exists() and not path.is_file():
+        raise ManifestError(f"{path}: not a regular file (FIFO, device or directory)")
     try:
         raw = path.read_bytes()
     except OSError as e:

@@ -59,6 +59,8 @@ def read_transcripts(path: str | Path, fmt: TranscriptFormat = "auto") -> dict[s
     :class:`ScoreError` naming file and line.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ScoreError(f"{path}: not a regular file (FIFO, device or directory)")
     try:
         raw = path.read_bytes()
     except OSError as e:

@@ -20,7 +20,7 @@ import torchaudio.functional as AF
 
 from .config import ConfigError
 from .errors import Problem
-from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate, check_samples, normalize_level, to_mono
+from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate, check_samples, normalize_level, require_regular, to_mono
 
 READ_BLOCK_S = 10.0          # seconds read from disk at a time
 ENERGY_WIN_S = 0.025
@@ -81,6 +81,7 @@ def stream_audio(source: str | Path | np.ndarray, sample_rate: int | None = None
         rate = sample_rate or SAMPLE_RATE_HZ
         yield check_audio(source, rate, "<array>")
         return
+    require_regular(source)
     try:
         f = sf.SoundFile(str(source))
     except (sf.LibsndfileError, RuntimeError, OSError) as e:

@@ -221,3 +221,32 @@ def test_a_symlink_planted_in_the_target_is_not_followed(tmp_path):
     with pytest.raises(UnsafeArchiveError, match="outside"):
         safe_extract(archive, dest)
     assert list(outside.iterdir()) == []
+
+
+def test_fifos_in_manifests_and_as_manifests_do_not_block(tmp_path):
+    from asr.data import ManifestError, Utterance, read_manifest, write_manifest
+    from asr.recognizer import decode_utterances  # noqa: F401  (the path asr decode takes)
+
+    os.mkfifo(tmp_path / "audio.wav")
+    with pytest.raises(AudioError, match="audio.wav.*not a regular file"):
+        load_audio(tmp_path / "audio.wav")
+    os.mkfifo(tmp_path / "m.jsonl")
+    with pytest.raises(ManifestError, match="m.jsonl: not a regular file"):
+        read_manifest(tmp_path / "m.jsonl")
+    write_manifest([Utterance("u", str(tmp_path / "audio.wav"), 1.0, "one", "s")], tmp_path / "ok.jsonl")
+    res = subprocess.run(["asr", "score", "--ref", str(tmp_path / "m.jsonl"), "--hyp", str(tmp_path / "m.jsonl")],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "not a regular file" in res.stderr
+
+
+def test_interrupted_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    import torch
+
+    def dies(obj, f):
+        open(f, "wb").close()                                  # the temp file exists, empty
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"x": 1}, tmp_path / "best.pt")
+    assert list(tmp_path.iterdir()) == []
