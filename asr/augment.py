@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -345,7 +346,7 @@ def cached_bank(path, key: str, build: Callable[[], list[np.ndarray]]) -> list[n
                 return [z[f"a{k}"] for k in range(int(z["n"]))]
     arrays = build()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
+    tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")      # ranks building at once do not collide
     np.savez(tmp, key=key, n=len(arrays), **{f"a{k}": a for k, a in enumerate(arrays)})
     tmp.replace(path)
     return arrays

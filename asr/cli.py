@@ -77,9 +77,11 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from .corpora.stages import robust_stage
     from .recipe import RecipePaths, features_stage, run_stage, train_stage
 
     cfg = _config(args)
+    run_stage(cfg, robust_stage)                  # the condition splits the features stage caches
     run_stage(cfg, features_stage)
     run_stage(cfg, train_stage)
     print(RecipePaths.of(cfg).best_model)

@@ -20,6 +20,7 @@ import torchaudio.functional as AF
 
 from .config import ConfigError
 from .errors import Problem
+from .text import WORD_START
 from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate, check_samples, normalize_level, require_regular, to_mono
 
 READ_BLOCK_S = 10.0          # seconds read from disk at a time
@@ -188,23 +189,29 @@ def segment_stream(blocks: Iterator[np.ndarray], opts: SegmentOptions) -> Iterat
 # ---------------------------------------------------------------- decoding + alignment
 def align_words(log_probs: torch.Tensor, ids: list[int], vocab: Sequence[str], frame_s: float,
                 offset_s: float) -> list[Word]:
-    """Word times from CTC forced alignment of the decoded ids on (T, V) log-probs."""
+    """Word times from CTC forced alignment of the decoded ids on (T, V) log-probs. Words end at
+    a space unit (characters) or before a piece carrying the word-start mark (BPE)."""
     if not ids:
         return []
     ali, scores = AF.forced_align(log_probs.unsqueeze(0).float(), torch.tensor([ids], dtype=torch.int32), blank=0)
     spans = AF.merge_tokens(ali[0], scores[0])          # span.score: mean log-posterior
     words, current = [], []
-    for span in spans + [None]:
-        if span is None or vocab[span.token] == " ":
-            if current:
-                logp = sum(s.score * (s.end - s.start) for s in current) / sum(s.end - s.start for s in current)
-                words.append(Word("".join(vocab[s.token] for s in current),
-                                  round(offset_s + current[0].start * frame_s, 3),
-                                  round(offset_s + current[-1].end * frame_s, 3),
-                                  round(float(np.exp(logp)), 4)))
-            current = []
-        else:
+
+    def close() -> None:
+        if current:
+            logp = sum(s.score * (s.end - s.start) for s in current) / sum(s.end - s.start for s in current)
+            words.append(Word("".join(vocab[s.token] for s in current).replace(WORD_START, ""),
+                              round(offset_s + current[0].start * frame_s, 3),
+                              round(offset_s + current[-1].end * frame_s, 3),
+                              round(float(np.exp(logp)), 4)))
+            current.clear()
+    for span in spans:
+        piece = vocab[span.token]
+        if piece in (" ", WORD_START) or piece.startswith(WORD_START):
+            close()
+        if piece not in (" ", WORD_START):
             current.append(span)
+    close()
     return words
 
 

@@ -218,7 +218,7 @@ def test_a_symlink_planted_in_the_target_is_not_followed(tmp_path):
     dest.mkdir()
     (dest / "data").symlink_to(outside)                       # left there by someone else
     archive = _tar(tmp_path / "a.tar", [_member("data", "dir"), _member("data/x.txt")])
-    with pytest.raises(UnsafeArchiveError, match="outside"):
+    with pytest.raises(UnsafeArchiveError, match="symlink or file is in the way"):
         safe_extract(archive, dest)
     assert list(outside.iterdir()) == []
 
@@ -250,3 +250,16 @@ def test_interrupted_checkpoint_write_leaves_no_temp_file(tmp_path, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         atomic_save({"x": 1}, tmp_path / "best.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_broken_archives_are_one_clean_error_and_leave_nothing(tmp_path):
+    from asr.corpora.download import UnsafeArchiveError, safe_extract
+
+    good = _tar(tmp_path / "t.tar", [_member("a/x.txt", data=b"x" * 5000), _member("a/y.txt")])
+    (tmp_path / "cut.tar").write_bytes(good.read_bytes()[:3000])          # truncated mid-member
+    clash = _tar(tmp_path / "clash.tar", [_member("a"), _member("a/b.txt")])   # a file, then a folder of that name
+    for archive in (tmp_path / "cut.tar", clash, tmp_path / "missing.tar"):
+        dest = tmp_path / f"out_{archive.stem}"
+        with pytest.raises(UnsafeArchiveError, match=archive.name):
+            safe_extract(archive, dest)
+        assert not dest.exists() or _tree(dest) == []

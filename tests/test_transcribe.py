@@ -102,3 +102,17 @@ def test_word_boundaries_in_silence_snap_onto_speech():
     # a word with no speech within reach keeps its times
     (alone,) = snap_to_speech([Word("x", 10.0, 10.2, 0.5)], audio, 10.0, SegmentOptions())
     assert (alone.start, alone.end) == (10.0, 10.2)
+
+
+def test_bpe_word_boundaries_come_from_the_word_start_mark():
+    import torch
+
+    from asr.transcribe import align_words
+
+    vocab = ["<blank>", "\u2581the", "\u2581c", "at", "\u2581"]
+    lp = torch.full((8, 5), -20.0)
+    for t, tok in enumerate([1, 0, 2, 0, 3, 0, 0, 0]):
+        lp[t, tok] = 0.0
+    words = align_words(lp, [1, 2, 3], vocab, 0.03, 1.0)
+    assert [w.word for w in words] == ["the", "cat"]
+    assert words[0].start == 1.0 and words[1].start == pytest.approx(1.06) and words[1].end == pytest.approx(1.15)

@@ -12,6 +12,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 
 from ..errors import AsrError
@@ -165,20 +166,26 @@ def _stage_zip(archive: Path, stage: Path) -> None:
                     _write_file(stage, rel, src, archive)
 
 
-def _move_into(stage: Path, dest: Path) -> None:
-    """Move the verified staging tree into ``dest`` file by file, refusing any destination
-    path whose existing parents lead outside ``dest`` (a symlink planted there before)."""
-    for root, dirs, files in os.walk(stage):
-        rel = Path(root).relative_to(stage)
-        target_dir = dest / rel
-        target_dir.mkdir(parents=True, exist_ok=True)
-        if not _inside(dest, target_dir):
-            raise UnsafeArchiveError(f"{dest / rel}: leads outside {dest} (a symlink in the way)")
+def _plan_moves(stage: Path, dest: Path) -> list[tuple[Path, Path]]:
+    """Every staged file and its place in ``dest``, checked before anything moves: no existing
+    part of a destination path may be a symlink or a file where a directory is needed, and no
+    destination file may be a symlink or a directory."""
+    root, moves = dest.resolve(), []
+    for folder, _, files in os.walk(stage):
+        rel = Path(folder).relative_to(stage)
+        probe = dest
+        for part in rel.parts:
+            probe = probe / part
+            if probe.is_symlink() or (probe.exists() and not probe.is_dir()):
+                raise UnsafeArchiveError(f"{probe}: a symlink or file is in the way of an extracted folder")
         for name in files:
-            target = target_dir / name
-            if target.is_symlink():
-                raise UnsafeArchiveError(f"{target}: a symlink is in the way of an extracted file")
-            os.replace(Path(root) / name, target)
+            target = dest / rel / name
+            if target.is_symlink() or target.is_dir():
+                raise UnsafeArchiveError(f"{target}: a symlink or folder is in the way of an extracted file")
+            if not _inside(root, target.parent if target.parent.exists() else dest):
+                raise UnsafeArchiveError(f"{target}: leads outside {dest}")
+            moves.append((Path(folder) / name, target))
+    return moves
 
 
 def safe_extract(archive: str | Path, dest: str | Path) -> Path:
@@ -193,10 +200,17 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
     done = dest / f".extracted-{archive.name}"
     if done.exists():
         return dest
+    if not archive.is_file():
+        raise UnsafeArchiveError(f"{archive}: no such archive file")
     stage = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
         (_stage_zip if zipfile.is_zipfile(archive) else _stage_tar)(archive, stage)
-        _move_into(stage, dest)
+        moves = _plan_moves(stage, dest)           # all checked before the first file moves
+        for src, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, target)
+    except (OSError, tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as e:
+        raise UnsafeArchiveError(f"{archive}: cannot extract ({type(e).__name__}: {e})") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     done.touch()

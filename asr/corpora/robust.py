@@ -116,6 +116,9 @@ def make_condition_split(name: str, c: Condition, source: list[Utterance], out_d
         except AudioError as e:
             problems.append(Problem(u.id, str(e)))
             continue
+        except Exception as e:           # a transform that fails (codec, resampler) loses one item, not the split
+            problems.append(Problem(u.id, f"condition {name} failed: {type(e).__name__}: {e}"))
+            continue
         path = wav_dir / f"{u.id}.wav"
         save_audio(path, y)
         utts.append(Utterance(u.id, str(path), round(y.size / SAMPLE_RATE_HZ, 4), u.text, u.speaker))
@@ -129,7 +132,9 @@ def prepare_conditions(cfg: RobustConfig, data_dir: str | Path) -> dict[str, Pat
     manifests = {}
     for name, c in cfg.conditions.items():
         path, spec = out / f"{name}.jsonl", out / f"{name}.condition.json"
-        desc = json.dumps({"condition": c.__dict__, "seed": cfg.seed}, sort_keys=True)
+        src_manifest = out / f"{c.source}.jsonl"
+        src_hash = hashlib.sha256(src_manifest.read_bytes()).hexdigest()[:16] if src_manifest.is_file() else ""
+        desc = json.dumps({"condition": c.__dict__, "seed": cfg.seed, "source": src_hash}, sort_keys=True)
         manifests[name] = path
         if path.exists() and spec.exists() and spec.read_text() == desc:
             continue
