@@ -157,6 +157,11 @@ def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- noise
+def unit_rms(x: np.ndarray) -> np.ndarray:
+    """``x`` scaled to an RMS of 1 (noises are mixed at an SNR from unit-RMS sources)."""
+    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+
+
 def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """White, pink or brown noise of ``n`` samples, unit RMS."""
     m = sfft.next_fast_len(n, real=True)      # an FFT of a prime length is 10x slower
@@ -167,8 +172,7 @@ def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
         f = np.arange(spec.size, dtype=np.float64)
         f[0] = 1.0
         white = sfft.irfft(spec / f ** exponent, m)
-    white = white[:n]
-    return white / (np.sqrt(np.mean(white ** 2)) + 1e-12)
+    return unit_rms(white[:n])
 
 
 def burst_noise(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -180,8 +184,7 @@ def burst_noise(n: int, rng: np.random.Generator) -> np.ndarray:
         gate[t: t + on] = rng.uniform(0.3, 1.0)
         t += on + int(rng.uniform(0.05, 0.8) * SAMPLE_RATE_HZ)
     gate = np.convolve(gate, np.hanning(161) / np.hanning(161).sum(), mode="same")   # 10 ms ramps
-    x = colored_noise(n, rng) * gate
-    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+    return unit_rms(colored_noise(n, rng) * gate)
 
 
 def hum(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -190,7 +193,7 @@ def hum(n: int, rng: np.random.Generator) -> np.ndarray:
     f0 = HUM_HZ[int(rng.integers(2))]
     x = sum(rng.uniform(0.1, 1.0) / k * np.sin(2 * np.pi * f0 * k * t + rng.uniform(0, 2 * np.pi))
             for k in range(1, 8))
-    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+    return unit_rms(x)
 
 
 def tones(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -205,7 +208,7 @@ def tones(n: int, rng: np.random.Generator) -> np.ndarray:
             f = 440.0 * 2 ** ((midi - 69) / 12)
             x[t: t + tt.size] += env * sum(np.sin(2 * np.pi * f * k * tt) / k ** 1.5 for k in range(1, 5))
         t += dur
-    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+    return unit_rms(x)
 
 
 def babble_mix(talkers: Sequence[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
@@ -213,11 +216,11 @@ def babble_mix(talkers: Sequence[np.ndarray], n: int, rng: np.random.Generator) 
     its own level within 6 dB. Unit RMS."""
     x = np.zeros(n)
     for s in talkers:
-        s = s / (np.sqrt(np.mean(s ** 2)) + 1e-12)
+        s = unit_rms(s)
         reps = np.tile(s, int(np.ceil((n + s.size) / max(s.size, 1))) + 1)
         start = int(rng.integers(s.size))
         x += reps[start: start + n] * 10 ** (rng.uniform(-6, 0) / 20)
-    return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
+    return unit_rms(x)
 
 
 def add_noise(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:

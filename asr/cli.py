@@ -259,13 +259,10 @@ def cmd_average(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition toolkit")
-    _add_verbosity(parser)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare", help="prepare a corpus (synthesize, or read a local copy) into manifests")
+def _corpus_parsers(sub) -> None:
     from .corpora.real import PREPARERS
 
+    p = sub.add_parser("prepare", help="prepare a corpus (synthesize, or read a local copy) into manifests")
     p.add_argument("corpus", choices=["digits", *PREPARERS, "kaldi"])
     p.add_argument("--out", help="output directory (digits: default data_dir from the config)")
     p.add_argument("--root", help="corpus folder (a Kaldi data dir for 'kaldi')")
@@ -276,6 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="compute features and train a model from a recipe config")
     _add_config(p)
     p.set_defaults(func=cmd_train)
+
+
+def _scoring_parsers(sub) -> None:
+    from .score import TRANSCRIPT_FORMATS
+
     p = sub.add_parser("decode", help="decode a manifest, write Kaldi-text hypotheses and score")
     p.add_argument("--model", required=True)
     p.add_argument("--manifest", required=True)
@@ -286,8 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", required=True, help="reference transcripts (trn or Kaldi text)")
     p.add_argument("--hyp", required=True, help="hypothesis transcripts, same format")
     p.add_argument("--hyp2", help="a second system's hypotheses: paired bootstrap test")
-    from .score import TRANSCRIPT_FORMATS
-
     p.add_argument("--format", choices=TRANSCRIPT_FORMATS, default="auto")
     _add_scoring(p)
     p.set_defaults(func=cmd_score)
@@ -297,18 +297,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scoring(p)
     _add_decoding(p)
     p.set_defaults(func=cmd_evaluate)
+
+
+def _transcribe_parser(sub) -> None:
+    from .transcribe import WRITERS
+
     p = sub.add_parser("transcribe", help="transcribe audio files or directories (recursive)")
     p.add_argument("--model", required=True)
     p.add_argument("paths", nargs="+")
     p.add_argument("--output-dir", help="write <id>.<format> per file and a Kaldi `text` for all")
-    from .transcribe import WRITERS
-
     p.add_argument("--formats", default=",".join(WRITERS), type=_formats(tuple(WRITERS)),
                    help=f"comma-separated, any of: {','.join(WRITERS)}")
     _add_decoding(p)
     p.add_argument("--max-segment", type=float, default=20.0, help="longest decoded segment (s)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (about 2x faster on CPU)")
     p.set_defaults(func=cmd_transcribe)
+
+
+def _model_tool_parsers(sub) -> None:
     p = sub.add_parser("lm", help="language model tools")
     lm_sub = p.add_subparsers(dest="lm_command", required=True)
     p = lm_sub.add_parser("build", help="train a KenLM word n-gram (ARPA + binary) from a text file")
@@ -324,6 +330,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", help="model files (epoch<k>.pt, best.pt, last.pt, ...)")
     p.add_argument("--out", required=True, help="the averaged model file")
     p.set_defaults(func=cmd_average)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asr", description="BiLSTM-CTC speech recognition toolkit")
+    _add_verbosity(parser)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_corpus_parsers, _scoring_parsers, _transcribe_parser, _model_tool_parsers):
+        add(sub)
     return parser
 
 
@@ -348,7 +362,8 @@ def _run(fn, what: str) -> int:
 
 def recipe_main(stages, default_config: Path, argv: Sequence[str] | None = None) -> int:
     """Stage runner shared by recipe ``run.py`` scripts."""
-    from .recipe import RecipePaths, code_version, results_table, run_stages
+    from .recipe import RecipePaths, run_stages
+    from .results import code_version, results_table
 
     p = argparse.ArgumentParser(description="run a recipe's stages: " + ", ".join(
         f"{i} {st.name}" for i, st in enumerate(stages)))

@@ -44,7 +44,8 @@ from asr.dataset import TrainingSet  # noqa: E402
 from asr.errors import AsrError  # noqa: E402
 from asr.features import FeatureExtractor, load_feature_cache  # noqa: E402
 from asr.model import BiLSTMCTC, count_parameters  # noqa: E402
-from asr.recipe import RecipePaths, code_version, load_config  # noqa: E402
+from asr.recipe import RecipePaths, load_config  # noqa: E402
+from asr.results import code_version  # noqa: E402
 from asr.runtime import Runtime, precision_name, resolve_amp  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
 from asr.train import make_trainer, train_step  # noqa: E402

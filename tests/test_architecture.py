@@ -16,7 +16,7 @@ LAYERS = [
     {"errors", "config", "files", "audio", "text", "runtime"},
     {"model", "data", "score", "augment"},
     {"features", "lm", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro"},
-    {"checkpoint", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
+    {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
     {"transcribe", "recognizer"},
     {"train"},

@@ -225,7 +225,6 @@ def test_a_symlink_planted_in_the_target_is_not_followed(tmp_path):
 
 def test_fifos_in_manifests_and_as_manifests_do_not_block(tmp_path):
     from asr.data import ManifestError, Utterance, read_manifest, write_manifest
-    from asr.recognizer import decode_utterances  # noqa: F401  (the path asr decode takes)
 
     os.mkfifo(tmp_path / "audio.wav")
     with pytest.raises(AudioError, match="audio.wav.*not a regular file"):
