@@ -205,6 +205,8 @@ def cmd_transcribe(args) -> int:
     from .recognizer import load
     from .transcribe import SegmentOptions, list_audio_files, transcribe, write_outputs
 
+    if args.stream:
+        return _transcribe_stream(args)
     opts = SegmentOptions(max_segment_s=args.max_segment)
     jobs, problems = list_audio_files(args.paths)
     for p in problems:
@@ -235,6 +237,30 @@ def cmd_transcribe(args) -> int:
     log.info("%d files, %.1fs audio in %.1fs, RTF %.4f; %d failed", len(kaldi), audio_s, elapsed,
              elapsed / max(audio_s, 1e-9), len(failures))
     return 1 if failures else 0
+
+
+def _transcribe_stream(args) -> int:
+    """``asr transcribe --stream SOURCE``: partial and final results as they happen."""
+    from .recognizer import load
+    from .stream import StreamConfig, Streamer, file_blocks, paced, pcm_blocks, run_stream
+
+    if len(args.paths) != 1:
+        raise ConfigError(f"--stream takes one source ('-' for stdin or a file), got {len(args.paths)}")
+    rec = load(args.model, int8=args.int8)
+    cfg = StreamConfig(chunk_frames=args.chunk, right_frames=args.right, endpoint_s=args.endpoint)
+    streamer = Streamer(rec, cfg, _decoder(args, rec))
+    source = args.paths[0]
+    blocks = pcm_blocks(sys.stdin.buffer, "<stdin>", args.rate) if source == "-" else file_blocks(source)
+    if args.realtime:
+        blocks = paced(blocks)
+    log.info("streaming: chunk %d + look-ahead %d frames = %.0f ms algorithmic latency",
+             cfg.chunk_frames, cfg.right_frames, 1000 * cfg.latency_s(rec.frame_s))
+    for event in run_stream(streamer, blocks):
+        if args.jsonl:
+            print(json.dumps(event.to_dict()), flush=True)
+        else:
+            print(f"{event.kind:7s} {event.start:7.2f} {event.end:7.2f}  {event.text}", flush=True)
+    return 0
 
 
 def cmd_lm_build(args) -> int:
@@ -311,6 +337,15 @@ def _transcribe_parser(sub) -> None:
     _add_decoding(p)
     p.add_argument("--max-segment", type=float, default=20.0, help="longest decoded segment (s)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (about 2x faster on CPU)")
+    g = p.add_argument_group("streaming (one source: a file or '-' for stdin)")
+    g.add_argument("--stream", action="store_true", help="print partial and final results as audio arrives")
+    g.add_argument("--rate", type=int, help="stdin is raw 16-bit little-endian mono PCM at this rate "
+                   "(default: a WAV stream)")
+    g.add_argument("--realtime", action="store_true", help="feed a file no faster than real time")
+    g.add_argument("--chunk", type=int, default=8, help="output frames per chunk")
+    g.add_argument("--right", type=int, default=4, help="look-ahead output frames")
+    g.add_argument("--endpoint", type=float, default=0.5, help="seconds of blank after speech that end an utterance")
+    g.add_argument("--jsonl", action="store_true", help="one JSON object per event")
     p.set_defaults(func=cmd_transcribe)
 
 

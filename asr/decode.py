@@ -99,6 +99,24 @@ class GreedyDecoder:
         return [Hypothesis(ids, self.tokenizer.decode(ids), score)
                 for ids, score in zip(greedy_decode(log_probs, out_lens), scores)]
 
+    # incremental interface (streaming): begin, step over (T, V) chunks, partial/end -> Hypothesis
+    def begin(self) -> None:
+        self._ids, self._prev, self._score = [], 0, 0.0
+
+    def step(self, log_probs: torch.Tensor) -> None:
+        best, idx = log_probs.max(-1)
+        self._score += float(best.float().sum())
+        for i in idx.tolist():                      # repeats merge across chunk borders too
+            if i != self._prev and i != 0:
+                self._ids.append(i)
+            self._prev = i
+
+    def partial(self) -> Hypothesis:
+        return Hypothesis(list(self._ids), self.tokenizer.decode(self._ids), self._score)
+
+    def end(self) -> Hypothesis:
+        return self.partial()
+
 
 class BeamDecoder:
     """CTC beam search (flashlight). Without ``lexicon``/``lm``: lexicon-free prefix beam search
@@ -140,16 +158,36 @@ class BeamDecoder:
         lens = out_lens.cpu().to(torch.int32)
         if self.end_with_space:
             emissions, lens = self._end_with_space(emissions, lens)
-        out = []
-        for nbest in self._decoder(emissions.contiguous(), lens):
-            if not nbest:
-                out.append(Hypothesis([], "", float("-inf")))
-                continue
-            ids = self._clean_ids(nbest[0].tokens.tolist())
-            words = [w for w in nbest[0].words if w != UNK_WORD] if self.with_lm else []
-            text = " ".join(words) if self.with_lm else self.tokenizer.decode(ids)
-            out.append(Hypothesis(ids, text, float(nbest[0].score), words))
-        return out
+        return [self._hypothesis(nbest) for nbest in self._decoder(emissions.contiguous(), lens)]
+
+    def _hypothesis(self, nbest: list) -> Hypothesis:
+        if not nbest:
+            return Hypothesis([], "", float("-inf"))
+        ids = self._clean_ids(nbest[0].tokens.tolist())
+        words = [w for w in nbest[0].words if w != UNK_WORD] if self.with_lm else []
+        text = " ".join(words) if self.with_lm else self.tokenizer.decode(ids)
+        return Hypothesis(ids, text, float(nbest[0].score), words)
+
+    # incremental interface (streaming): flashlight's own online decoding
+    def begin(self) -> None:
+        self._decoder.decode_begin()
+
+    def step(self, log_probs: torch.Tensor) -> None:
+        """Feed (T, V) log-probs of the next frames."""
+        if log_probs.shape[0]:
+            self._decoder.decode_step(log_probs.detach().float().cpu().contiguous())
+
+    def partial(self) -> Hypothesis:
+        """The best hypothesis so far (words still open at its end may change)."""
+        return self._hypothesis(self._decoder._to_hypo(self._decoder.decoder.get_all_final_hypothesis()[:1]))
+
+    def end(self) -> Hypothesis:
+        if self.end_with_space:
+            space = torch.full((1, len(self.tokens)), -1e4)
+            space[0, self.tokens.index(SIL_TOKEN)] = 0.0
+            self.step(space)
+        self._decoder.decode_end()
+        return self._hypothesis(self._decoder.get_final_hypothesis())
 
     def _clean_ids(self, ids: list[int]) -> list[int]:
         """Beam token ids without separators at either end or repeated (flashlight starts a

@@ -66,6 +66,72 @@ class FeatureExtractor(torch.nn.Module):
         return torch.log(self.mel(x).clamp_min(LOG_FLOOR)).transpose(0, 1).contiguous()
 
 
+    def power_frames(self, padded: torch.Tensor) -> torch.Tensor:
+        """(N,) samples *already padded* -> (T, n_mels) log-mels of every whole window in them
+        (``center=False``): what ``forward`` computes on its reflect-padded input. Streaming
+        feeds pieces of the padded signal through this and gets the offline frames exactly."""
+        spec = self.mel.spectrogram
+        power = torch.stft(padded, spec.n_fft, spec.hop_length, spec.win_length, spec.window,
+                           center=False, return_complex=True).abs().pow(2)
+        return torch.log(self.mel.mel_scale(power).clamp_min(LOG_FLOOR)).transpose(0, 1).contiguous()
+
+
+class StreamingFeatures:
+    """Incremental log-mels: ``accept(samples)`` returns the frames that became complete,
+    ``finish()`` the rest. Concatenated, they equal ``FeatureExtractor(cfg)(all samples)``
+    (same reflect padding at both ends), frame for frame."""
+
+    def __init__(self, extractor: FeatureExtractor):
+        self.x = extractor
+        self.half = extractor.cfg.n_fft // 2                # reflect padding at each end (samples)
+        self.buf = np.zeros(0, np.float32)                  # padded-domain samples still needed
+        self.pos = 0                                        # where the next frame starts in buf
+        self.started = False                                # left padding applied
+        self.total = 0                                      # real samples accepted
+        self.emitted = 0                                    # frames returned
+
+    def accept(self, samples: np.ndarray) -> torch.Tensor:
+        """(N,) float32 at 16 kHz -> (T_new, n_mels); T_new may be 0."""
+        self.total += samples.size
+        self.buf = np.concatenate([self.buf, samples.astype(np.float32, copy=False)])
+        if not self.started:
+            if self.buf.size <= self.half:                  # reflect needs half + 1 samples
+                return self._empty()
+            self.buf = np.concatenate([self.buf[1: self.half + 1][::-1], self.buf])
+            self.started = True
+        return self._frames()
+
+    def finish(self) -> torch.Tensor:
+        """The last frames (right reflect padding), as the offline extractor makes them."""
+        want = 1 + self.total // self.x.hop - self.emitted
+        if self.total == 0 or want <= 0:
+            return self._empty()
+        if not self.started:                                # shorter than half a window: zero-extend
+            frames = self.x(np.pad(self.buf, (0, self.half + 1 - self.buf.size)))
+        else:
+            self.buf = np.concatenate([self.buf, self.buf[-(self.half + 1): -1][::-1]])
+            frames = self._frames()
+        self.emitted += min(want, frames.shape[0]) - frames.shape[0]
+        return frames[:want]
+
+    def _frames(self) -> torch.Tensor:
+        n_fft, hop = self.x.cfg.n_fft, self.x.hop
+        avail = self.buf.size - self.pos
+        n = 0 if avail < n_fft else 1 + (avail - n_fft) // hop
+        if n == 0:
+            return self._empty()
+        piece = self.buf[self.pos: self.pos + (n - 1) * hop + n_fft]
+        frames = self.x.power_frames(torch.from_numpy(np.ascontiguousarray(piece)))
+        self.pos += n * hop
+        cut = max(0, min(self.pos, self.buf.size - (self.half + 1)))   # keep what right padding needs
+        self.buf, self.pos = self.buf[cut:], self.pos - cut
+        self.emitted += n
+        return frames
+
+    def _empty(self) -> torch.Tensor:
+        return torch.zeros(0, self.x.cfg.n_mels)
+
+
 @functools.lru_cache(maxsize=8)
 def cached_extractor(cfg: FeatureConfig) -> FeatureExtractor:
     """One extractor per feature config: building the mel filterbank costs about 1 ms, a

@@ -19,7 +19,8 @@ LAYERS = [
     {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
     {"transcribe", "recognizer"},
-    {"train"},
+    {"train", "stream"},
+    {"serve"},
     {"recipe", "corpora.stages"},
     {"cli", "__init__", "__main__"},
 ]

@@ -1,0 +1,295 @@
+"""Streaming recognition with a latency-controlled BiLSTM (LC-BLSTM, Zhang et al. 2016).
+
+A bidirectional layer needs the future. Here each layer's forward direction carries its state
+from chunk to chunk, and its backward direction runs, from a zero state, over the chunk plus
+``right_frames`` of look-ahead; outputs of the look-ahead frames feed the next layer's
+look-ahead but are never committed. The algorithmic latency is therefore ``(chunk_frames +
+right_frames) * frame_s`` (plus half an analysis window), whatever the depth. When the
+look-ahead covers the rest of the utterance, every step is the offline computation: the test
+suite holds streaming to the offline log-probs then.
+
+Committed frames go to the decoder's incremental interface (greedy, or flashlight's online
+beam search with lexicon and LM): partial results after every chunk, a final result (with word
+times and confidence from forced alignment of the decoded units) when the model has emitted
+only blanks for ``endpoint_s`` after speech, when an utterance reaches ``max_utterance_s``, or
+at the end of the input. After a final everything restarts from the committed frame, as the
+offline transcriber decodes each segment on its own.
+"""
+from __future__ import annotations
+
+import struct
+import time
+from dataclasses import asdict, dataclass, field
+from typing import BinaryIO, Iterator, Literal
+
+import numpy as np
+import soxr
+import torch
+from scipy.signal import lfilter
+
+from .audio import SAMPLE_RATE_HZ, AudioError, check_rate
+from .config import require
+from .decode import Decoder, GreedyDecoder
+from .features import StreamingFeatures
+from .recognizer import Recognizer
+from .transcribe import Word, align_words
+
+DC_POLE = 0.995                 # DC blocker y[n] = x[n] - x[n-1] + DC_POLE * y[n-1] (~13 Hz)
+SILENT_RESET_S = 5.0            # a stretch this long without speech is dropped (bounded memory)
+PCM16_SCALE = 32768.0
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Chunking, endpointing and input conditioning of a stream (frames are model output
+    frames: feature hop x stacking, 30 ms for the default recipes)."""
+
+    chunk_frames: int = 8          # frames committed per step
+    right_frames: int = 4          # look-ahead frames seen by the backward direction
+    endpoint_s: float = 0.5        # blanks after speech that end an utterance (0: only at the end)
+    max_utterance_s: float = 30.0  # an utterance is cut here (bounded memory and alignment)
+    dc_block: bool = True          # remove DC offset with a one-pole high-pass
+
+    def check(self, where: str = "stream") -> None:
+        require(self.chunk_frames >= 1, f"{where}.chunk_frames", "must be >= 1")
+        require(self.right_frames >= 0, f"{where}.right_frames", "must be >= 0")
+        require(self.endpoint_s >= 0, f"{where}.endpoint_s", "must be >= 0")
+        require(self.max_utterance_s >= 1, f"{where}.max_utterance_s", "must be >= 1")
+
+    def latency_s(self, frame_s: float) -> float:
+        """Algorithmic latency: chunk + look-ahead (the analysis half-window not counted)."""
+        return (self.chunk_frames + self.right_frames) * frame_s
+
+
+@dataclass
+class StreamEvent:
+    """A partial (may still change) or final (stable) result; times in seconds from the start
+    of the stream. Finals carry words with times and confidence."""
+
+    kind: Literal["partial", "final"]
+    text: str
+    start: float
+    end: float
+    words: list[Word] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Streamer:
+    """One audio stream through a :class:`Recognizer`: ``accept(samples)`` and ``finish()``
+    return the new :class:`StreamEvent` s. ``decoder`` must not be shared with another stream
+    (it keeps the search state); greedy streams get their own by default."""
+
+    def __init__(self, rec: Recognizer, cfg: StreamConfig = StreamConfig(), decoder: Decoder | None = None):
+        cfg.check()
+        if decoder is None:
+            decoder = GreedyDecoder(rec.tokenizer) if isinstance(rec.decoder, GreedyDecoder) else rec.decoder
+        if not hasattr(decoder, "begin"):
+            raise TypeError(f"{type(decoder).__name__} has no incremental interface (begin/step/partial/end)")
+        self.rec, self.cfg, self.decoder = rec, cfg, decoder
+        self.stack = rec.model.cfg.stack
+        self.frames = StreamingFeatures(rec.features)
+        self.zi = np.zeros(1)                     # DC blocker state
+        self.utt_start = 0                        # first feature frame of the utterance (stream index)
+        self.samples_in = 0
+        self._new_utterance(torch.zeros(0, rec.feature_config.n_mels))
+
+    def _new_utterance(self, feats: torch.Tensor) -> None:
+        self.feats = feats                        # (T, F) features of the utterance so far
+        self.done = 0                             # output frames committed
+        self.state: list = [None] * len(self.rec.model.layers)
+        self.logp: list[torch.Tensor] = []        # committed (c, V) log-probs
+        self.speech, self.trailing = False, 0
+        self.last_partial = ""
+        self.decoder.begin()
+
+    # ------------------------------------------------------------------ input
+    def accept(self, samples: np.ndarray) -> list[StreamEvent]:
+        """(N,) float32 samples at 16 kHz -> events (possibly none)."""
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self.samples_in += x.size
+        if self.cfg.dc_block and x.size:
+            x, self.zi = lfilter([1.0, -1.0], [1.0, -DC_POLE], x, zi=self.zi)
+            x = x.astype(np.float32)
+        return self._push(self.frames.accept(x), final=False)
+
+    def accept_pcm16(self, data: bytes) -> list[StreamEvent]:
+        """Little-endian 16-bit mono PCM at 16 kHz (an odd trailing byte is an error)."""
+        if len(data) % 2:
+            raise AudioError(f"PCM16 data of {len(data)} bytes is not a whole number of samples")
+        return self.accept(np.frombuffer(data, "<i2").astype(np.float32) / PCM16_SCALE)
+
+    def finish(self) -> list[StreamEvent]:
+        """End of input: decode what is left and return the last final result."""
+        events = self._push(self.frames.finish(), final=True)
+        return events + self._final()
+
+    # ------------------------------------------------------------------ decoding
+    @property
+    def frame_s(self) -> float:
+        return self.rec.frame_s
+
+    def _push(self, new: torch.Tensor, final: bool) -> list[StreamEvent]:
+        self.feats = torch.cat([self.feats, new]) if new.shape[0] else self.feats
+        events: list[StreamEvent] = []
+        c_max, r_max = self.cfg.chunk_frames, self.cfg.right_frames
+        while True:
+            remaining = self.feats.shape[0] // self.stack - self.done
+            if remaining <= 0 or (not final and remaining < c_max + r_max):
+                break
+            c = min(c_max, remaining)
+            logp = self._forward(c, min(r_max, remaining - c))
+            self._commit(logp[:c])
+            if self._endpoint():
+                events += self._final()
+        hyp = self.decoder.partial() if self.done else None
+        if hyp is not None and hyp.text != self.last_partial and not final:
+            self.last_partial = hyp.text
+            events.append(StreamEvent("partial", hyp.text, self._t(0), self._t(self.done)))
+        return events
+
+    @torch.inference_mode()
+    def _forward(self, c: int, r: int) -> torch.Tensor:
+        """Log-probs (c + r, V) of output frames [done, done + c + r); advances the forward states
+        by the c committed frames only."""
+        model, s = self.rec.model, self.stack
+        feats = self.feats[: (self.feats.shape[0] // s) * s].float().unsqueeze(0)    # (1, T, F)
+        x = (feats - model.cmvn_mean) / model.cmvn_std
+        if model.cfg.utterance_cmn:               # statistics over everything heard so far
+            x = model._utterance_cmn(feats, x, torch.tensor([feats.shape[1]]))
+        x = x[:, self.done * s: (self.done + c + r) * s].reshape(1, c + r, -1)
+        for i, layer in enumerate(model.layers):
+            out_c, self.state[i] = layer.fwd(x[:, :c], self.state[i])
+            out_f = torch.cat([out_c, layer.fwd(x[:, c:], self.state[i])[0]], 1) if r else out_c
+            out_b = layer.bwd(x.flip(1))[0].flip(1)
+            x = torch.cat([out_f, out_b], -1)
+        return model.output(x)[0].log_softmax(-1).float()
+
+    def _commit(self, logp: torch.Tensor) -> None:
+        self.decoder.step(logp)
+        self.logp.append(logp)
+        for i in logp.argmax(-1).tolist():
+            self.speech, self.trailing = (True, 0) if i != 0 else (self.speech, self.trailing + 1)
+        self.done += logp.shape[0]
+
+    def _endpoint(self) -> bool:
+        length_s = self.done * self.frame_s
+        if not self.speech and length_s >= SILENT_RESET_S:       # nothing said: drop, keep memory bounded
+            self._restart()
+            return False
+        return (length_s >= self.cfg.max_utterance_s
+                or (self.speech and self.cfg.endpoint_s > 0 and self.trailing * self.frame_s >= self.cfg.endpoint_s))
+
+    def _final(self) -> list[StreamEvent]:
+        if not self.done:
+            return []
+        hyp = self.decoder.end()
+        logp = torch.cat(self.logp)
+        words = align_words(logp, hyp.ids, self.rec.tokenizer.vocab, self.frame_s, self._t(0))
+        event = StreamEvent("final", hyp.text, self._t(0), self._t(self.done), words)
+        self._restart()
+        return [event] if hyp.text else []
+
+    def _restart(self) -> None:
+        cut = self.done * self.stack
+        self.utt_start += cut
+        self._new_utterance(self.feats[cut:])
+
+    def _t(self, frames: int) -> float:
+        """Stream time (s) of output frame ``frames`` of the current utterance."""
+        return round(self.utt_start * self.rec.features.hop / SAMPLE_RATE_HZ + frames * self.frame_s, 3)
+
+
+def stream_file(rec: Recognizer, samples: np.ndarray, cfg: StreamConfig = StreamConfig(),
+                block_s: float = 0.1, decoder: Decoder | None = None) -> list[StreamEvent]:
+    """All events of streaming (N,) 16 kHz ``samples`` in blocks of ``block_s``."""
+    st = Streamer(rec, cfg, decoder)
+    step = max(1, int(block_s * SAMPLE_RATE_HZ))
+    events = [e for i in range(0, samples.size, step) for e in st.accept(samples[i: i + step])]
+    return events + st.finish()
+
+
+# ---------------------------------------------------------------------- audio sources
+def read_exact(f: BinaryIO, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        piece = f.read(n - len(out))
+        if not piece:
+            break
+        out += piece
+    return out
+
+
+def wav_header(f: BinaryIO, name: str) -> tuple[int, int]:
+    """Read a PCM16 WAV header from a pipe up to its data chunk: (rate, channels)."""
+    head = read_exact(f, 12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise AudioError(f"{name}: not a WAV stream (use --rate for raw 16-bit PCM)")
+    rate = channels = 0
+    while True:
+        chunk = read_exact(f, 8)
+        if len(chunk) < 8:
+            raise AudioError(f"{name}: WAV stream ends before its data chunk")
+        kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if kind == b"data":
+            if not rate:
+                raise AudioError(f"{name}: WAV data chunk before its fmt chunk")
+            return rate, channels
+        body = read_exact(f, size + (size & 1))
+        if kind == b"fmt ":
+            fmt, channels, rate = struct.unpack("<HHI", body[:8])
+            bits = struct.unpack("<H", body[14:16])[0]
+            if fmt not in (1, 0xFFFE) or bits != 16:
+                raise AudioError(f"{name}: streamed WAV must be 16-bit PCM (format {fmt}, {bits} bits)")
+
+
+def pcm_blocks(f: BinaryIO, name: str, rate: int | None, channels: int = 1,
+               block_s: float = 0.1) -> Iterator[np.ndarray]:
+    """16 kHz mono float32 blocks from a byte stream: raw 16-bit PCM at ``rate`` Hz, or a WAV
+    stream when ``rate`` is None (its header says the rate and channels)."""
+    if rate is None:
+        rate, channels = wav_header(f, name)
+    check_rate(rate, name)
+    resampler = None if rate == SAMPLE_RATE_HZ else soxr.ResampleStream(rate, SAMPLE_RATE_HZ, 1, dtype="float32")
+    frame = 2 * channels
+    block = max(1, int(block_s * rate)) * frame
+    while True:
+        data = read_exact(f, block)
+        last = len(data) < block
+        data = data[: len(data) - len(data) % frame]          # a cut-off last sample is dropped
+        x = np.frombuffer(data, "<i2").astype(np.float32).reshape(-1, channels).mean(1) / PCM16_SCALE
+        if resampler is not None:
+            x = resampler.resample_chunk(x, last=last)
+        if x.size:
+            yield x.astype(np.float32, copy=False)
+        if last:
+            return
+
+
+def paced(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """Yield blocks no faster than real time (a file played as if it were live)."""
+    start, sent = time.perf_counter(), 0
+    for x in blocks:
+        sent += x.size
+        ahead = sent / SAMPLE_RATE_HZ - (time.perf_counter() - start)
+        if ahead > 0:
+            time.sleep(ahead)
+        yield x
+
+
+def file_blocks(path: str, block_s: float = 0.1) -> Iterator[np.ndarray]:
+    """A file's 16 kHz mono samples in ``block_s`` pieces (as a microphone would deliver them)."""
+    from .transcribe import stream_audio
+
+    step = max(1, int(block_s * SAMPLE_RATE_HZ))
+    for x in stream_audio(path):
+        for i in range(0, x.size, step):
+            yield x[i: i + step]
+
+
+def run_stream(streamer: Streamer, blocks: Iterator[np.ndarray]) -> Iterator[StreamEvent]:
+    """Events of a whole stream of blocks, as they happen; the last is the final of the end."""
+    for x in blocks:
+        yield from streamer.accept(x)
+    yield from streamer.finish()

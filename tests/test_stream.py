@@ -1,0 +1,152 @@
+"""Streaming: incremental features, the latency-controlled BiLSTM, incremental decoding,
+endpointing and the byte-stream readers."""
+import io
+import struct
+
+import numpy as np
+import pytest
+import torch
+
+from asr.audio import AudioError
+from asr.decode import BeamDecoder, DecodeConfig, GreedyDecoder
+from asr.features import FeatureConfig, FeatureExtractor, StreamingFeatures
+from asr.model import BiLSTMCTC, ModelConfig
+from asr.recognizer import Recognizer
+from asr.stream import StreamConfig, Streamer, pcm_blocks, stream_file
+from asr.text import CharTokenizer
+
+
+def _noise(seconds: float, seed: int = 1) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(16000 * seconds)) * 0.1).astype(np.float32)
+
+
+def _rec(utterance_cmn: bool) -> Recognizer:
+    torch.manual_seed(0)
+    cfg = ModelConfig(stack=3, hidden=32, layers=2, dropout=0.0, utterance_cmn=utterance_cmn,
+                      cmn_floor_db=30.0 if utterance_cmn else 0.0)
+    return Recognizer.from_model(BiLSTMCTC(cfg, 80, len(CharTokenizer())).eval(), FeatureConfig(), CharTokenizer())
+
+
+def _committed(rec: Recognizer, x: np.ndarray, cfg: StreamConfig, block: int) -> torch.Tensor:
+    st = Streamer(rec, cfg)
+    for i in range(0, x.size, block):
+        st.accept(x[i: i + block])
+    st._push(st.frames.finish(), final=True)
+    return torch.cat(st.logp)
+
+
+@pytest.mark.parametrize("n", [257, 1000, 16003, 23456])
+@pytest.mark.parametrize("block", [1, 160, 333, 5000])
+def test_streaming_features_equal_offline(n, block):
+    ex = FeatureExtractor(FeatureConfig())
+    x = _noise(n / 16000)
+    st = StreamingFeatures(ex)
+    got = torch.cat([st.accept(x[i: i + block]) for i in range(0, n, block)] + [st.finish()])
+    ref = ex(x)
+    assert got.shape == ref.shape                      # no frame lost or doubled
+    assert torch.allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.parametrize("cmn", [False, True])
+@pytest.mark.parametrize("chunk", [1, 5, 8])
+def test_streaming_equals_offline_when_lookahead_covers_the_utterance(cmn, chunk):
+    rec = _rec(cmn)
+    x = _noise(2.0)
+    ref = rec.emissions([rec.features(x)])[0]
+    got = _committed(rec, x, StreamConfig(chunk_frames=chunk, right_frames=10_000, endpoint_s=0, dc_block=False), 1600)
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("chunk,right,block", [(1, 0, 480), (4, 2, 1000), (8, 4, 1600), (7, 3, 16000)])
+def test_short_lookahead_commits_every_frame_once(chunk, right, block):
+    rec = _rec(True)
+    x = _noise(2.3)
+    ref = rec.emissions([rec.features(x)])[0]
+    got = _committed(rec, x, StreamConfig(chunk_frames=chunk, right_frames=right, endpoint_s=0, dc_block=False), block)
+    assert got.shape == ref.shape                      # chunk borders neither lose nor double a frame
+    # the backward direction really sees less than the whole utterance (so it is an approximation)
+    assert (got - ref).abs().max() > 1e-3
+
+
+def test_incremental_greedy_and_beam_match_batch_decoding():
+    tok = CharTokenizer()
+    torch.manual_seed(3)
+    logp = torch.randn(1, 60, len(tok)).mul(3).log_softmax(-1)
+    for dec in (GreedyDecoder(tok), BeamDecoder(tok, DecodeConfig(beam_size=8))):
+        batch = dec(logp, torch.tensor([60]))[0]
+        dec.begin()
+        for a in range(0, 60, 7):                     # chunks that split repeated tokens
+            dec.step(logp[0, a: a + 7])
+        partial = dec.partial()
+        final = dec.end()
+        assert final.ids == batch.ids and final.text == batch.text
+        assert isinstance(partial.text, str)
+
+
+class _Scripted(Streamer):
+    """A streamer whose acoustic model says: speech ('a') in the given output frames, blank elsewhere."""
+
+    def __init__(self, rec, cfg, speech_frames):
+        super().__init__(rec, cfg)
+        self.script = speech_frames
+
+    def _forward(self, c, r):
+        start = round(self.utt_start / self.stack) + self.done
+        logp = torch.full((c + r, len(self.rec.tokenizer)), -20.0)
+        for k in range(c + r):
+            logp[k, self.rec.tokenizer.vocab.index("a") if (start + k) in self.script else 0] = 0.0
+        return logp
+
+
+def test_endpoint_gives_finals_at_pauses_and_partials_between():
+    rec = _rec(False)
+    speech = set(range(10, 20)) | set(range(60, 64))          # two words, 1.2 s apart
+    st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False), speech)
+    x = np.zeros(int(16000 * 3.0), np.float32)
+    events = [e for i in range(0, x.size, 800) for e in st.accept(x[i: i + 800])] + st.finish()
+    finals = [e for e in events if e.kind == "final"]
+    letter = "a"
+    assert [f.text for f in finals] == [letter, letter]
+    assert finals[0].end <= 20 * 0.03 + 0.3 + 4 * 0.03 + 1e-6      # within endpoint + one chunk of the word
+    assert finals[1].start >= finals[0].end
+    assert finals[0].words and 0.25 <= finals[0].words[0].start <= 0.65
+    assert any(e.kind == "partial" and e.text == letter for e in events)
+
+
+def test_silence_only_stream_stays_bounded_and_silent():
+    rec = _rec(False)
+    st = _Scripted(rec, StreamConfig(chunk_frames=8, right_frames=2, dc_block=False), set())
+    x = np.zeros(16000, np.float32)
+    events = [e for _ in range(12) for e in st.accept(x)] + st.finish()
+    assert events == []
+    assert st.feats.shape[0] < 16000 * 6 // 160              # dropped after SILENT_RESET_S
+
+
+def _wav_bytes(x: np.ndarray, rate: int, channels: int = 1) -> bytes:
+    pcm = (np.clip(x, -1, 1) * 32767).astype("<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, channels, rate, rate * 2 * channels, 2 * channels, 16)
+    return (b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
+            + b"LIST" + struct.pack("<I", 4) + b"INFO" + b"data" + struct.pack("<I", 0xFFFFFFFF) + pcm)
+
+
+def test_pcm_readers_raw_wav_and_resampling():
+    x = np.sin(np.arange(8000) * 2 * np.pi * 440 / 8000).astype(np.float32) * 0.5
+    raw = (x * 32767).astype("<i2").tobytes()
+    got = np.concatenate(list(pcm_blocks(io.BytesIO(raw + b"\x01"), "raw", 8000)))     # odd byte dropped
+    assert abs(got.size - 16000) <= 16
+    wav = np.concatenate(list(pcm_blocks(io.BytesIO(_wav_bytes(np.stack([x, 0 * x], 1).reshape(-1), 8000, 2)), "w", None)))
+    assert abs(wav.size - 16000) <= 16 and 0.2 < np.abs(wav).max() < 0.3       # dead channel averaged in
+    with pytest.raises(AudioError, match="not a WAV stream"):
+        list(pcm_blocks(io.BytesIO(b"hello world, not audio"), "<stdin>", None))
+    with pytest.raises(AudioError, match="16-bit"):
+        list(pcm_blocks(io.BytesIO(_wav_bytes(x, 8000)[:34] + b"\x20\x00" + _wav_bytes(x, 8000)[36:]), "w", None))
+
+
+def test_odd_pcm_bytes_are_an_error_and_stream_file_runs():
+    rec = _rec(False)
+    st = Streamer(rec)
+    with pytest.raises(AudioError, match="whole number"):
+        st.accept_pcm16(b"\x00\x01\x02")
+    events = stream_file(rec, _noise(1.0), StreamConfig(chunk_frames=4, right_frames=1))
+    assert all(e.kind in ("partial", "final") for e in events)
