@@ -103,8 +103,8 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tuned", help="a recipe's decode/tuned.json: take lm_weight and word_score from it")
 
 
-def _decoder(args, rec):
-    """The decoder the command line asks for."""
+def _decode_config(args):
+    """The decoding configuration the command line asks for."""
     from .decode import DecodeConfig
 
     lm_weight, word_score = args.lm_weight, args.word_score
@@ -114,7 +114,37 @@ def _decoder(args, rec):
     cfg = DecodeConfig(method=args.method, beam_size=args.beam_size, lexicon=args.lexicon, lm=args.lm,
                        lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score)
     cfg.check("decode options")
-    return rec.make_decoder(cfg)
+    return cfg
+
+
+def _decoder(args, rec):
+    """The decoder the command line asks for."""
+    return rec.make_decoder(_decode_config(args))
+
+
+def _stream_config(args):
+    from .stream import StreamConfig
+
+    return StreamConfig(chunk_frames=args.chunk, right_frames=args.right, endpoint_s=args.endpoint)
+
+
+def _add_streaming(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("streaming")
+    g.add_argument("--chunk", type=int, default=8, help="output frames per chunk")
+    g.add_argument("--right", type=int, default=4, help="look-ahead output frames")
+    g.add_argument("--endpoint", type=float, default=0.5, help="seconds of blank after speech that end an utterance")
+
+
+def cmd_serve(args) -> int:
+    from .recognizer import load
+    from .serve import ServeConfig, serve
+
+    cfg = ServeConfig(workers=args.workers, queue=args.queue, max_streams=args.max_streams,
+                      max_upload_mb=args.max_upload_mb, max_stream_s=args.max_stream_s,
+                      idle_timeout_s=args.idle_timeout, method=args.method, decode=_decode_config(args),
+                      stream=_stream_config(args))
+    serve(load(args.model, int8=args.int8), cfg, args.host, args.port)
+    return 0
 
 
 def cmd_decode(args) -> int:
@@ -242,12 +272,12 @@ def cmd_transcribe(args) -> int:
 def _transcribe_stream(args) -> int:
     """``asr transcribe --stream SOURCE``: partial and final results as they happen."""
     from .recognizer import load
-    from .stream import StreamConfig, Streamer, file_blocks, paced, pcm_blocks, run_stream
+    from .stream import Streamer, file_blocks, paced, pcm_blocks, run_stream
 
     if len(args.paths) != 1:
         raise ConfigError(f"--stream takes one source ('-' for stdin or a file), got {len(args.paths)}")
     rec = load(args.model, int8=args.int8)
-    cfg = StreamConfig(chunk_frames=args.chunk, right_frames=args.right, endpoint_s=args.endpoint)
+    cfg = _stream_config(args)
     streamer = Streamer(rec, cfg, _decoder(args, rec))
     source = args.paths[0]
     blocks = pcm_blocks(sys.stdin.buffer, "<stdin>", args.rate) if source == "-" else file_blocks(source)
@@ -337,16 +367,28 @@ def _transcribe_parser(sub) -> None:
     _add_decoding(p)
     p.add_argument("--max-segment", type=float, default=20.0, help="longest decoded segment (s)")
     p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (about 2x faster on CPU)")
-    g = p.add_argument_group("streaming (one source: a file or '-' for stdin)")
+    g = p.add_argument_group("live input (--stream: one source, a file or '-' for stdin)")
     g.add_argument("--stream", action="store_true", help="print partial and final results as audio arrives")
     g.add_argument("--rate", type=int, help="stdin is raw 16-bit little-endian mono PCM at this rate "
                    "(default: a WAV stream)")
     g.add_argument("--realtime", action="store_true", help="feed a file no faster than real time")
-    g.add_argument("--chunk", type=int, default=8, help="output frames per chunk")
-    g.add_argument("--right", type=int, default=4, help="look-ahead output frames")
-    g.add_argument("--endpoint", type=float, default=0.5, help="seconds of blank after speech that end an utterance")
     g.add_argument("--jsonl", action="store_true", help="one JSON object per event")
+    _add_streaming(p)
     p.set_defaults(func=cmd_transcribe)
+    p = sub.add_parser("serve", help="HTTP + WebSocket recognition server with a web page")
+    p.add_argument("--model", required=True)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0: any free port (printed)")
+    p.add_argument("--workers", type=int, default=0, help="inference threads (0: one per core)")
+    p.add_argument("--queue", type=int, default=4, help="uploads waiting for a worker before 503")
+    p.add_argument("--max-streams", type=int, default=32)
+    p.add_argument("--max-upload-mb", type=float, default=50.0)
+    p.add_argument("--max-stream-s", type=float, default=3600.0)
+    p.add_argument("--idle-timeout", type=float, default=30.0, help="seconds a stream may stay silent on the wire")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization")
+    _add_decoding(p)
+    _add_streaming(p)
+    p.set_defaults(func=cmd_serve)
 
 
 def _model_tool_parsers(sub) -> None:

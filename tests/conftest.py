@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from asr.recipe import RecipeConfig
 from asr.recognizer import Recognizer
 from asr.text import CharTokenizer
 from asr.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
@@ -115,3 +118,17 @@ def tiny_model() -> BiLSTMCTC:
 def tiny_recognizer(tiny_model) -> Recognizer:
     """:data:`tiny_model` with the default features, characters and greedy decoding."""
     return Recognizer.from_model(tiny_model, FeatureConfig(), CharTokenizer())
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory):
+    """The digits recipe run end to end on tests/tiny_digits.yaml (a few hundred espeak
+    utterances, a 2x96 model trained for about a minute): (dir, config, completed process).
+    Session-wide: the recipe, streaming and server tests share its model."""
+    tmp = tmp_path_factory.mktemp("digits")
+    config = tmp / "config.yaml"
+    config.write_text((ROOT / "tests/tiny_digits.yaml").read_text().replace("PLACEHOLDER", str(tmp)))
+    res = subprocess.run([sys.executable, str(ROOT / "recipes/digits/run.py"), "--config", str(config)],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return tmp, config, res

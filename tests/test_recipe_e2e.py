@@ -18,14 +18,10 @@ def _run(config: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=900)
 
 
-@pytest.fixture(scope="module")
-def tiny_recipe(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("digits")
-    config = tmp / "config.yaml"
-    config.write_text((ROOT / "tests/tiny_digits.yaml").read_text().replace("PLACEHOLDER", str(tmp)))
-    res = _run(config)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return tmp, config, res
+
+
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.espeak

@@ -1,0 +1,265 @@
+"""``asr serve``: HTTP + WebSocket recognition server (Starlette/FastAPI on uvicorn).
+
+- ``POST /v1/transcribe``: an audio file as the raw body or a multipart upload -> the JSON of
+  ``asr transcribe`` (text, words with times and confidence, segments, duration).
+- ``WebSocket /v1/stream?rate=16000``: binary 16-bit little-endian mono PCM in; JSON events
+  ``{"type": "partial"|"final", "text", "start", "end", "words"}`` out; send the text ``EOS``
+  to end, the server answers with the last final and ``{"type": "done"}``.
+- ``GET /healthz``, ``GET /`` (a web page: drop a file or record from the microphone).
+
+The model is loaded once. Inference runs in a thread pool of ``workers`` threads (torch
+releases the GIL; one intra-op thread each); uploads beyond ``workers + queue`` waiting are
+refused with 503 and ``Retry-After``, streams beyond ``max_streams`` are closed with 1013, so
+memory stays bounded. Bad input over the wire gets a 4xx JSON error or an ``error`` event and a
+close naming the problem; a client that vanishes only ends its own stream.
+"""
+from __future__ import annotations
+
+import asyncio
+import email.parser
+import io
+import logging
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+import soundfile as sf
+import torch
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.websockets import WebSocketDisconnect
+
+from .audio import AudioError, check_rate
+from .config import require
+from .decode import DecodeConfig
+from .errors import AsrError
+from .recognizer import Recognizer
+from .stream import StreamConfig, Streamer
+from .transcribe import SegmentOptions, transcribe
+
+log = logging.getLogger(__name__)
+
+EOS = "EOS"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Capacity and limits of one server process."""
+
+    workers: int = 0                 # inference threads (0: the machine's cores)
+    queue: int = 4                   # uploads waiting for a worker before 503
+    max_streams: int = 32            # concurrent WebSocket streams
+    max_upload_mb: float = 50.0
+    max_stream_s: float = 3600.0     # audio per stream
+    idle_timeout_s: float = 30.0     # a stream that sends nothing for this long is closed
+    retry_after_s: int = 1
+    method: str = "greedy"           # decoding of uploads and streams
+    decode: DecodeConfig = DecodeConfig()
+    stream: StreamConfig = StreamConfig()
+
+    def check(self, where: str = "serve") -> None:
+        require(self.workers >= 0 and self.queue >= 0, f"{where}.workers", "workers and queue must be >= 0")
+        require(self.max_streams >= 1, f"{where}.max_streams", "must be >= 1")
+        require(self.max_upload_mb > 0 and self.max_stream_s > 0 and self.idle_timeout_s > 0,
+                f"{where}.limits", "upload size, stream length and idle time must be > 0")
+        self.stream.check(f"{where}.stream")
+
+    @property
+    def threads(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+
+@dataclass
+class Capacity:
+    """Counters behind the 503s: uploads in flight (running + waiting) and open streams."""
+
+    uploads: int = 0
+    streams: int = 0
+    served: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def take(self, kind: str, limit: int) -> bool:
+        with self.lock:
+            if getattr(self, kind) >= limit:
+                self.refused += 1
+                return False
+            setattr(self, kind, getattr(self, kind) + 1)
+            return True
+
+    def give(self, kind: str) -> None:
+        with self.lock:
+            setattr(self, kind, getattr(self, kind) - 1)
+            self.served += 1
+
+
+def read_upload(body: bytes, content_type: str) -> bytes:
+    """The audio bytes of a request: the body, or the first file part of a multipart form."""
+    if not content_type.startswith("multipart/form-data"):
+        return body
+    msg = email.parser.BytesParser().parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+    for part in msg.walk() if msg.is_multipart() else []:
+        if part.get_filename() is not None or part.get_param("name", header="content-disposition") in ("file", "audio"):
+            return part.get_payload(decode=True) or b""
+    raise AudioError("multipart upload has no file part (send the audio as a field named 'file')")
+
+
+def decode_upload(data: bytes) -> tuple[np.ndarray, int]:
+    """(N, C) float32 samples and their rate from an uploaded file's bytes."""
+    if not data:
+        raise AudioError("upload: empty body (send an audio file)")
+    try:
+        x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"upload: not audio that can be read ({e})") from None
+    check_rate(rate, "upload")
+    return x, rate
+
+
+def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
+    """The ASGI application around a loaded recognizer."""
+    cfg.check()
+    torch.set_num_threads(1)                 # parallelism comes from the pool, one core per job
+    pool = ThreadPoolExecutor(cfg.threads, thread_name_prefix="asr-infer")
+    cap = Capacity()
+    app = FastAPI(title="asr", docs_url=None, redoc_url=None)
+    app.state.capacity, app.state.pool = cap, pool
+    page = resources.files("asr").joinpath("web/index.html").read_text()
+
+    def error(status: int, message: str, **headers) -> JSONResponse:
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        return page
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok", "uploads": cap.uploads, "streams": cap.streams, "served": cap.served,
+                "refused": cap.refused, "workers": cfg.threads, "frame_s": rec.frame_s,
+                "latency_s": cfg.stream.latency_s(rec.frame_s)}
+
+    @app.post("/v1/transcribe")
+    async def upload(request: Request):
+        limit = int(cfg.max_upload_mb * 1e6)
+        if int(request.headers.get("content-length") or 0) > limit:
+            return error(413, f"upload larger than {cfg.max_upload_mb:g} MB")
+        if not cap.take("uploads", cfg.threads + cfg.queue):
+            return error(503, "server busy, retry later", **{"Retry-After": str(cfg.retry_after_s)})
+        try:
+            body = bytearray()
+            async for piece in request.stream():
+                body += piece
+                if len(body) > limit:
+                    return error(413, f"upload larger than {cfg.max_upload_mb:g} MB")
+            x, rate = decode_upload(read_upload(bytes(body), request.headers.get("content-type", "")))
+            run = lambda: transcribe(rec.with_decoder(decoder()), x, rate, SegmentOptions())  # noqa: E731
+            return (await asyncio.get_running_loop().run_in_executor(pool, run)).to_dict()
+        except AsrError as e:
+            return error(400, str(e))
+        finally:
+            cap.give("uploads")
+
+    def decoder():
+        return rec.make_decoder(cfg.decode, cfg.method)
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket):
+        await ws.accept()
+        if not cap.take("streams", cfg.max_streams):
+            await ws.send_json({"type": "error", "error": f"server busy: {cfg.max_streams} streams open"})
+            await ws.close(code=1013)
+            return
+        try:
+            await run_stream(ws, rec, cfg, pool, decoder)
+        finally:
+            cap.give("streams")
+
+    return app
+
+
+async def run_stream(ws, rec: Recognizer, cfg: ServeConfig, pool, decoder) -> None:
+    """One WebSocket stream; every way it can end closes it cleanly."""
+    loop = asyncio.get_running_loop()
+
+    async def fail(message: str, code: int) -> None:
+        log.info("stream closed: %s", message)
+        await ws.send_json({"type": "error", "error": message})
+        await ws.close(code=code)
+
+    try:
+        rate = int(ws.query_params.get("rate", "16000"))
+        if rate != 16000:
+            raise AudioError(f"stream: rate must be 16000 (16-bit mono PCM), got {rate}")
+        streamer = Streamer(rec, cfg.stream, decoder())
+    except (ValueError, AsrError) as e:
+        return await fail(f"bad stream parameters: {e}", 1003)
+    samples = 0
+    try:
+        while True:
+            try:
+                msg = await asyncio.wait_for(ws.receive(), cfg.idle_timeout_s)
+            except asyncio.TimeoutError:
+                return await fail(f"idle for {cfg.idle_timeout_s:g} s", 1008)
+            if msg["type"] == "websocket.disconnect":
+                return
+            data, text = msg.get("bytes"), msg.get("text")
+            if text is not None:
+                if text.strip() != EOS:
+                    return await fail(f"unexpected text message {text[:40]!r} (send binary PCM, then {EOS!r})", 1003)
+                for e in await loop.run_in_executor(pool, streamer.finish):
+                    await ws.send_json({"type": e.kind, **e.to_dict()})
+                await ws.send_json({"type": "done", "audio_s": round(samples / 16000, 3)})
+                return await ws.close(code=1000)
+            if len(data) % 2:
+                return await fail(f"truncated frame: {len(data)} bytes is not a whole number of 16-bit samples", 1007)
+            samples += len(data) // 2
+            if samples > cfg.max_stream_s * 16000:
+                return await fail(f"stream longer than {cfg.max_stream_s:g} s", 1009)
+            for e in await loop.run_in_executor(pool, streamer.accept_pcm16, data):
+                await ws.send_json({"type": e.kind, **e.to_dict()})
+    except (WebSocketDisconnect, RuntimeError) as e:      # the client went away mid-send
+        log.info("stream client gone: %s", e)
+
+
+class Server:
+    """uvicorn running ``app`` on ``host:port`` (0: an ephemeral port) in a background thread;
+    ``url`` once started. Used by ``asr serve`` (which then waits) and by the tests."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import uvicorn
+
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws_max_size=1 << 20,
+                                timeout_graceful_shutdown=2)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def start(self, timeout_s: float = 30.0) -> "Server":
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise AsrError("the server did not start (is the port in use?)")
+            time.sleep(0.02)
+        host, port = self.server.servers[0].sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def serve(rec: Recognizer, cfg: ServeConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until interrupted; prints the URL (useful with ``port=0``)."""
+    server = Server(create_app(rec, cfg), host, port).start()
+    print(f"asr serve: listening on {server.url} ({cfg.threads} inference workers)", flush=True)
+    try:
+        server.thread.join()
+    except KeyboardInterrupt:
+        server.stop()
