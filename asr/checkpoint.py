@@ -105,6 +105,31 @@ def load_checkpoint(path: str | Path) -> LoadedModel:
     return model_from_payload(read_payload(path), str(path))
 
 
+def init_from_checkpoint(model: BiLSTMCTC, path: str | Path, tokenizer: Tokenizer,
+                         features: FeatureConfig) -> dict:
+    """Start ``model`` from another model's weights (fine-tuning): every tensor whose name and
+    shape match is copied, CMVN included; output rows are copied for the units both
+    vocabularies share (new units keep their fresh initialisation). Returns what was copied.
+    Feature configs must match: the weights only mean something on the features they saw."""
+    src = load_checkpoint(path)
+    if src.features != features:
+        raise CheckpointError(f"{path}: trained on features {src.features}, this recipe uses {features}")
+    theirs, mine = src.model.state_dict(), model.state_dict()
+    copied, kept = [], []
+    for name, value in mine.items():
+        if name.startswith("output.") and name in theirs:
+            rows = [(i, src.tokenizer.vocab.index(u)) for i, u in enumerate(tokenizer.vocab) if u in src.tokenizer.vocab]
+            for i, j in rows:
+                value[i] = theirs[name][j]
+            copied.append(f"{name} ({len(rows)}/{len(tokenizer.vocab)} units)")
+        elif name in theirs and theirs[name].shape == value.shape:
+            value.copy_(theirs[name])
+            copied.append(name)
+        else:
+            kept.append(name)
+    return {"from": str(path), "copied": copied, "not_copied": kept}
+
+
 def average_payloads(paths: Sequence[str | Path], info: dict | None = None) -> dict:
     """Checkpoint averaging: the element-wise mean of the weights of ``paths`` (models of one
     architecture and vocabulary, e.g. the last epochs of a run), as a model payload whose

@@ -143,3 +143,55 @@ class BiLSTMCTC(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def latency_controlled(model: BiLSTMCTC, feats: torch.Tensor, lens: torch.Tensor, chunk: int, right: int
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model`` as a latency-controlled BiLSTM: what streaming with ``chunk`` committed and
+    ``right`` look-ahead output frames computes, for a padded batch, with gradients (chunk-aware
+    training). Same signature and shapes as ``model.forward``: (B, T, F), (B,) -> (B, T', V), (B,).
+
+    Window j covers output frames [j*chunk, j*chunk + chunk + right). Every layer keeps one input
+    per window (look-ahead frames differ between windows, as in streaming); its forward
+    direction runs over the committed frames carrying its state and continues, without keeping
+    that state, over the look-ahead; its backward direction starts from zero at each window's
+    last (real) frame. Utterance CMN uses whole-utterance statistics (streaming uses what it
+    has heard so far)."""
+    x = (feats - model.cmvn_mean) / model.cmvn_std
+    if model.cfg.utterance_cmn:
+        x = model._utterance_cmn(feats, x, lens)
+    s = model.cfg.stack
+    b, t, f = x.shape
+    t_out = t // s
+    x = x[:, : t_out * s].reshape(b, t_out, f * s)
+    out_lens = torch.div(lens, s, rounding_mode="floor").clamp_min(1)
+    n_win = -(-t_out // chunk)
+    x = torch.nn.functional.pad(x, (0, 0, 0, n_win * chunk + right - t_out))
+    win = x.unfold(1, chunk + right, chunk).transpose(2, 3)                       # (B, W, C+R, D)
+    starts = torch.arange(n_win, device=x.device) * chunk
+    win_lens = (out_lens.unsqueeze(1) - starts).clamp(0, chunk + right).reshape(-1)  # (B*W,)
+    for i, layer in enumerate(model.layers):
+        if i > 0:
+            win = model.dropout(win)
+        state, outs = None, []
+        for j in range(n_win):
+            out_c, state = layer.fwd(win[:, j, :chunk], state)
+            outs.append(torch.cat([out_c, layer.fwd(win[:, j, chunk:], state)[0]], 1) if right else out_c)
+        out_f = torch.stack(outs, 1)                                              # (B, W, C+R, H)
+        flat = win.reshape(b * n_win, chunk + right, -1)
+        out_b = reverse_padded(layer.bwd(reverse_padded(flat, win_lens))[0], win_lens)
+        win = torch.cat([out_f, out_b.reshape(b, n_win, chunk + right, -1)], -1)
+    y = win[:, :, :chunk].reshape(b, n_win * chunk, -1)[:, :t_out]
+    return model.output(model.dropout(y)).log_softmax(-1), out_lens
+
+
+class LatencyControlled(nn.Module):
+    """Wraps a model so that ``forward`` is :func:`latency_controlled` (for training loops and
+    DDP, which call ``net(feats, lens)``); the weights are the wrapped model's."""
+
+    def __init__(self, model: BiLSTMCTC, chunk: int, right: int):
+        super().__init__()
+        self.model, self.chunk, self.right = model, chunk, right
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return latency_controlled(self.model, feats, lens, self.chunk, self.right)

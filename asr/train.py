@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .checkpoint import average_payloads, model_payload
+from .checkpoint import average_payloads, init_from_checkpoint, model_payload
 from .config import require, to_dict
 from .data import BatchIterator
 from .dataset import TrainingSet, cmvn_sample
 from .errors import AsrError
 from .features import compute_cmvn
 from .files import atomic_save
-from .model import BiLSTMCTC, count_parameters
+from .model import BiLSTMCTC, LatencyControlled, count_parameters
 from .recognizer import Recognizer
 from .runtime import Amp, DeviceName, Runtime
 from .score import error_rates
@@ -68,6 +68,9 @@ class TrainConfig:
     amp: Amp = "off"               # autocast precision; fp16 adds loss scaling; auto: bf16 where
                                    # the device computes it natively, else off
     progress: bool = True          # a progress bar per epoch (on a terminal only)
+    init_from: str = ""            # fine-tune: start from this model's weights (shared units' rows)
+    stream_chunk: tuple[int, ...] = ()   # (chunk, look-ahead) output frames: chunk-aware training
+                                   # of the latency-controlled BiLSTM that streaming runs
 
     def check(self, where: str) -> None:
         require(self.epochs >= 1, f"{where}.epochs", "must be >= 1")
@@ -83,6 +86,9 @@ class TrainConfig:
         require(self.max_minutes >= 0, f"{where}.max_minutes", "must be >= 0 (0: no cap)")
         require(self.warmup_steps >= 0, f"{where}.warmup_steps", "must be >= 0")
         require(self.eval_batch_frames >= 100, f"{where}.eval_batch_frames", "must be >= 100")
+        require(not self.stream_chunk or (len(self.stream_chunk) == 2 and self.stream_chunk[0] >= 1
+                                          and self.stream_chunk[1] >= 0),
+                f"{where}.stream_chunk", "must be [] or [chunk >= 1, look-ahead >= 0]")
 
 
 def train(cfg: "RecipeConfig", train_set: TrainingSet, dev_set: TrainingSet, exp_dir: str | Path,
@@ -363,12 +369,17 @@ def make_trainer(cfg: "RecipeConfig", train_set: TrainingSet, exp_dir: Path, tok
     tc = cfg.train
     torch.manual_seed(tc.seed)
     model = BiLSTMCTC(cfg.model, cfg.features.n_mels, len(tokenizer))
-    model.set_cmvn(*compute_cmvn(cmvn_sample(train_set.feats, cfg.data.cmvn_utterances, tc.seed)))
+    if tc.init_from:                       # its CMVN too: the weights were trained on it
+        copied = init_from_checkpoint(model, tc.init_from, tokenizer, cfg.features)
+        log.info("initialised from %s: %d tensors copied, not copied: %s", tc.init_from,
+                 len(copied["copied"]), copied["not_copied"] or "none")
+    else:
+        model.set_cmvn(*compute_cmvn(cmvn_sample(train_set.feats, cfg.data.cmvn_utterances, tc.seed)))
     model.to(rt.device)
-    net = model
+    net = LatencyControlled(model, *tc.stream_chunk) if tc.stream_chunk else model
     if rt.dist.active:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+            net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     batches = BatchIterator(train_set.feats, train_set.targets, tc.max_batch_frames, cfg.augment, tc.seed,
                             tc.sortagrad)

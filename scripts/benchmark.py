@@ -15,6 +15,9 @@ Sections (all by default):
                files and on one long recording; feature extraction speed
   memory       peak RSS of a training run and of transcribing a file (separate processes)
   scoring      scoring 100k utterances on one core
+  stream       streaming WER vs latency (chunk, look-ahead), final/partial latency, streaming
+               RTF (scripts/bench_live.py)
+  serve        `asr serve` under N concurrent real-time streams and a burst of uploads
 Training data: the recipe's feature cache when it exists (run the recipe's stages 0-1 first).
 With train.amp=bf16 on a CPU without native bf16 (which asr refuses to train on), the bf16 GEMM
 and the training sections are skipped, each with {"skipped": "no native bf16"} in the JSON.
@@ -337,13 +340,40 @@ def markdown(r: dict) -> str:
     return "| measure | value |\n|---|---|\n" + "\n".join(f"| {a} | {b} |" for a, b in rows)
 
 
+def live_sections(r: dict, cfg, model_path: Path, sections: set, args) -> None:
+    """The streaming and server sections (they need a trained model: the recipe's best.pt)."""
+    import asr
+    import bench_live
+
+    if not model_path.exists():
+        r["stream"] = r["serve"] = {"skipped": f"no trained model at {model_path}"}
+        return
+    test = read_manifest(RecipePaths.of(cfg).manifest(cfg.test_splits[0] if cfg.test_splits else cfg.dev_split))
+    if "stream" in sections:
+        rec = asr.load(model_path)
+        lm = {k: v for k, v in bench_decoders(cfg, rec).items() if k == "beam_lm"}
+        from asr.recipe import Recipe, resolved_decode
+
+        d = resolved_decode(Recipe(cfg, RecipePaths.of(cfg), Runtime.create("cpu", "off", 1)), tuned=True) if lm else None
+        r["stream"] = bench_live.bench_stream(rec, test, args.stream_utts,
+                                              (lambda: rec.make_decoder(d, "beam_lm")) if lm else None)
+    if "serve" in sections:
+        r["serve"] = bench_live.bench_serve(model_path, test, args.serve_streams, args.serve_seconds,
+                                            args.serve_uploads, args.serve_args.split())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="recipes/digits/config.yaml")
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per throughput measure")
     p.add_argument("--files", type=int, default=100, help="files transcribed for the RTF")
     p.add_argument("--scoring-utts", type=int, default=100000)
-    p.add_argument("--sections", default="gemm,model,training,wave,naive,transcribe,memory,scoring")
+    p.add_argument("--sections", default="gemm,model,training,wave,naive,transcribe,memory,scoring,stream,serve")
+    p.add_argument("--stream-utts", type=int, default=200, help="test utterances streamed per setting")
+    p.add_argument("--serve-streams", type=int, default=16)
+    p.add_argument("--serve-seconds", type=float, default=60.0)
+    p.add_argument("--serve-uploads", type=int, default=100)
+    p.add_argument("--serve-args", default="--int8 --workers 2", help="extra `asr serve` arguments")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, e.g. --set model.layers=4 --set model.hidden=320")
     p.add_argument("--out", help="also write the JSON here")
@@ -404,6 +434,8 @@ def main() -> None:
         r["memory"] = bench_memory(args.config, model_path, utts[0].audio)
     if "scoring" in sections:
         r["scoring_1core"] = bench_scoring(args.scoring_utts)
+    if sections & {"stream", "serve"}:
+        live_sections(r, cfg, model_path, sections, args)
     text = json.dumps(r, indent=1)
     print(text)
     print(markdown(r), file=sys.stderr)

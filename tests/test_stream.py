@@ -150,3 +150,22 @@ def test_odd_pcm_bytes_are_an_error_and_stream_file_runs():
         st.accept_pcm16(b"\x00\x01\x02")
     events = stream_file(rec, _noise(1.0), StreamConfig(chunk_frames=4, right_frames=1))
     assert all(e.kind in ("partial", "final") for e in events)
+
+
+@pytest.mark.parametrize("chunk,right", [(4, 2), (8, 4), (5, 0), (3, 7)])
+def test_chunk_aware_training_network_is_what_streaming_computes(chunk, right):
+    """``latency_controlled`` (batched, padded, differentiable) gives the streamer's committed
+    log-probs for every utterance of a batch of different lengths."""
+    from asr.data import pad_batch
+    from asr.model import latency_controlled
+
+    rec = _rec(False)
+    xs = [_noise(d, seed) for seed, d in ((1, 2.0), (2, 1.0), (3, 3.1))]
+    x, lens = pad_batch([rec.features(a) for a in xs])
+    logp, out_lens = latency_controlled(rec.model, x, lens, chunk, right)
+    for k, a in enumerate(xs):
+        got = _committed(rec, a, StreamConfig(chunk_frames=chunk, right_frames=right, endpoint_s=0, dc_block=False), 4000)
+        assert got.shape[0] == int(out_lens[k])
+        assert (got - logp[k, : out_lens[k]]).abs().max() < 1e-4
+    logp[0].sum().backward()                              # it trains: gradients reach the first layer
+    assert rec.model.layers[0].bwd.weight_ih_l0.grad.abs().sum() > 0

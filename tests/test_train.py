@@ -239,3 +239,33 @@ def test_features_on_the_fly_match_the_cache_and_skip_bad_audio(tmp_path, wav_di
     assert batches.collate([2], batches.batch_rng(0, 1)) is None
 
 
+
+
+def test_fine_tuning_starts_from_another_model_and_chunk_aware_training_learns(tmp_path, data, train_cfg):
+    """``train.init_from`` copies the weights (and CMVN) of a trained model, output rows by unit;
+    ``train.stream_chunk`` trains the latency-controlled network streaming runs."""
+    base = train(train_cfg(tmp_path / "base", epochs=3), data(96, 0), data(24, 1), tmp_path / "base", CharTokenizer())
+    src = load_checkpoint(base).model
+    cfg = train_cfg(tmp_path / "ft", epochs=1)
+    cfg = replace(cfg, train=replace(cfg.train, init_from=str(base), stream_chunk=(2, 1), lr=1e-3))
+    tr = T.make_trainer(cfg, data(96, 0), tmp_path / "ft", CharTokenizer(), T.Runtime.create("cpu", "off", 1))
+    for (name, a), b in zip(tr.model.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a, b), name                     # same vocabulary: everything copied
+    assert isinstance(tr.net, T.LatencyControlled)
+    start = [json.loads(x) for x in (tmp_path / "base/train_log.jsonl").read_text().splitlines()][-1]["wer"]
+    best = train(cfg, data(96, 0), data(24, 1), tmp_path / "ft", CharTokenizer())
+    log = [json.loads(x) for x in (tmp_path / "ft/train_log.jsonl").read_text().splitlines()]
+    assert log[0]["loss"] < 30 and load_checkpoint(best).info["dev_wer"] <= max(start, 50.0)
+    # a vocabulary with a unit the source model lacks: shared rows copied, the new one kept fresh
+    from asr.checkpoint import init_from_checkpoint
+    from asr.model import BiLSTMCTC
+
+    tok = CharTokenizer()
+    bigger = BiLSTMCTC(cfg.model, 80, len(tok) + 1)
+    fresh = bigger.output.weight[-1].clone()
+    tok.vocab = [*tok.vocab, "\u00e9"]
+    summary = init_from_checkpoint(bigger, base, tok, cfg.features)
+    assert torch.equal(bigger.output.weight[:-1], src.output.weight) and torch.equal(bigger.output.weight[-1], fresh)
+    assert any(f"{len(tok.vocab) - 1}/{len(tok.vocab)} units" in c for c in summary["copied"])
+    with pytest.raises(AsrError, match="features"):
+        init_from_checkpoint(bigger, base, tok, replace(cfg.features, n_mels=40))

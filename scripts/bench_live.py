@@ -1,0 +1,237 @@
+"""Live-recognition sections of scripts/benchmark.py: streaming accuracy vs latency, final and
+partial latency, streaming RTF, and a load test of ``asr serve`` on loopback.
+
+  stream   per (chunk, look-ahead) setting: greedy WER of streaming vs offline on the same test
+           utterances (and beam+LM when the recipe has its LM files); streaming RTF on one core
+           (fp32 and int8); latencies on a simulated real-time clock (audio arrives in 100 ms
+           blocks, compute takes the measured time): end of input -> final, end of speech ->
+           endpointed final, and a word's end -> its first partial.
+  serve    ``asr serve`` in its own process; N concurrent real-time WebSocket streams (each:
+           an utterance paced in real time, then EOS, then the next) for a bounded time, p50/p95
+           of EOS -> final, errors; then a burst of uploads (answered or 503, none lost); the
+           server's peak RSS.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr.audio import load_audio
+from asr.checkpoint import quantize_int8
+from asr.score import error_rates
+from asr.stream import StreamConfig, Streamer
+from asr.transcribe import frame_energy_db
+
+BLOCK_S = 0.1
+GRID = ((4, 0), (4, 2), (8, 2), (8, 4), (6, 7), (12, 1), (16, 4), (24, 8))
+
+
+def speech_end_s(x: np.ndarray) -> float:
+    """Last 10-ms frame within 35 dB of the loudest: where the talker stops."""
+    db = frame_energy_db(x)
+    return float(np.flatnonzero(db >= db.max() - 35.0)[-1] + 1) * 0.010
+
+
+def simulate(rec, x: np.ndarray, cfg: StreamConfig, decoder=None, tail_s: float = 0.0) -> dict:
+    """Stream ``x`` (+ ``tail_s`` of faint noise) on a simulated clock: block k arrives at
+    (k+1) * BLOCK_S, is processed when it has arrived and the previous block is done, and takes
+    the measured compute time. Returns events with their clock times and the compute total."""
+    rng = np.random.default_rng(0)
+    x = np.concatenate([x, (1e-4 * rng.standard_normal(int(tail_s * 16000))).astype(np.float32)])
+    st = Streamer(rec, cfg, decoder)
+    step, clock, compute, events = int(BLOCK_S * 16000), 0.0, 0.0, []
+    for k, i in enumerate(range(0, x.size, step)):
+        arrive = min(x.size, i + step) / 16000
+        t0 = time.perf_counter()
+        new = st.accept(x[i: i + step])
+        dt = time.perf_counter() - t0
+        clock, compute = max(clock, arrive) + dt, compute + dt
+        events += [(clock, e) for e in new]
+    t0 = time.perf_counter()
+    new = st.finish()
+    dt = time.perf_counter() - t0
+    end_clock = max(clock, x.size / 16000) + dt
+    events += [(end_clock, e) for e in new]
+    return {"events": events, "compute_s": compute + dt, "finish_s": dt, "audio_s": x.size / 16000,
+            "input_end": x.size / 16000, "end_clock": end_clock}
+
+
+def stream_texts(rec, audio, cfg: StreamConfig, decoder_fn=None) -> tuple[dict, float]:
+    hyps, compute, total = {}, 0.0, 0.0
+    for uid, x in audio.items():
+        r = simulate(rec, x, cfg, decoder_fn() if decoder_fn else None)
+        hyps[uid] = " ".join(e.text for _, e in r["events"] if e.kind == "final")
+        compute, total = compute + r["compute_s"], total + r["audio_s"]
+    return hyps, compute / total
+
+
+def latencies(rec, audio, cfg: StreamConfig) -> dict:
+    """p50/p95 (ms) of end of input -> final (push-to-talk), end of speech -> endpointed final,
+    and the end of a word -> the first partial that contains it."""
+    eos, endpoint, partial = [], [], []
+    for x in audio.values():
+        r = simulate(rec, x, cfg)
+        eos.append(r["end_clock"] - r["input_end"])
+        speech_end = speech_end_s(x)
+        r = simulate(rec, x, cfg, tail_s=cfg.endpoint_s + 1.0)
+        finals = [t for t, e in r["events"] if e.kind == "final"]
+        if finals:
+            endpoint.append(finals[0] - speech_end)
+            words = [w for _, e in r["events"] if e.kind == "final" for w in e.words]
+            for n, w in enumerate(words):
+                seen = [t for t, e in r["events"] if len(e.text.split()) > n]
+                if seen:
+                    partial.append(seen[0] - w.end)
+
+    def pct(v):
+        return {"p50_ms": round(1000 * float(np.percentile(v, 50))), "p95_ms": round(1000 * float(np.percentile(v, 95))),
+                "n": len(v)} if v else {}
+    return {"end_of_input_to_final": pct(eos), "end_of_speech_to_endpointed_final": pct(endpoint),
+            "word_end_to_first_partial": pct(partial), "endpoint_s": cfg.endpoint_s}
+
+
+def bench_stream(rec, utts, n: int, lm_decoder_fn=None) -> dict:
+    """WER vs latency, RTF and latencies of streaming on ``n`` utterances (one core)."""
+    torch.set_num_threads(1)
+    utts = utts[:n]
+    audio = {u.id: load_audio(u.audio) for u in utts}
+    refs = {u.id: u.text for u in utts}
+    offline = {u.id: rec.decode_features([rec.features(x)])[0].text for u, x in zip(utts, audio.values())}
+    out = {"utterances": len(utts), "frame_ms": round(1000 * rec.frame_s), "offline_greedy_wer": error_rates(refs, offline).wer}
+    curve = []
+    for c, r in GRID:
+        cfg = StreamConfig(chunk_frames=c, right_frames=r, endpoint_s=0.0)
+        hyps, rtf = stream_texts(rec, audio, cfg)
+        row = {"chunk": c, "right": r, "latency_ms": round(1000 * cfg.latency_s(rec.frame_s)),
+               "greedy_wer": error_rates(refs, hyps).wer, "rtf_1core_fp32": round(rtf, 4)}
+        row["wer_ratio"] = round(row["greedy_wer"] / max(out["offline_greedy_wer"], 1e-9), 2)
+        if lm_decoder_fn is not None and r in (2, 4):
+            lm_hyps, _ = stream_texts(rec, audio, cfg, lm_decoder_fn)
+            row["beam_lm_wer"] = error_rates(refs, lm_hyps).wer
+        curve.append(row)
+        print(f"[bench] stream C={c} R={r}: {row}", file=sys.stderr)
+    out["curve"] = curve
+    if lm_decoder_fn is not None:
+        from asr.decode import decode_emissions
+        lm = decode_emissions(lm_decoder_fn(), rec.emissions([rec.features(x) for x in audio.values()]))
+        out["offline_beam_lm_wer"] = error_rates(refs, {u: h.text for u, h in zip(audio, lm)}).wer
+    default = StreamConfig()
+    out["default"] = {"chunk": default.chunk_frames, "right": default.right_frames,
+                      "latency_ms": round(1000 * default.latency_s(rec.frame_s))}
+    out["latency"] = latencies(rec, dict(list(audio.items())[:min(100, len(audio))]), default)
+    int8 = replace(rec, model=quantize_int8(rec.model))
+    _, out["rtf_1core_int8_default"] = stream_texts(int8, dict(list(audio.items())[:50]), replace(default, endpoint_s=0))
+    out["latency_int8"] = latencies(int8, dict(list(audio.items())[:min(100, len(audio))]), default)
+    return out
+
+
+# ---------------------------------------------------------------------- server load
+def _server(model: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "asr", "serve", "--model", str(model), "--port", "0", *extra],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if "listening on" not in line:
+        proc.kill()
+        raise RuntimeError(f"asr serve did not start: {line} {proc.stderr.read()[-2000:]}")
+    return proc, line.split("listening on ")[1].split()[0]
+
+
+def _peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmHWM")).split()[1]) / 1024
+
+
+def _client(url: str, pcm: list[bytes], until: float, lat: list, errors: list) -> None:
+    from websockets.sync.client import connect
+
+    k = 0
+    while time.time() < until:
+        data = pcm[k % len(pcm)]
+        k += 1
+        try:
+            with connect(url.replace("http", "ws") + "/v1/stream?rate=16000", open_timeout=30) as ws:
+                step = int(BLOCK_S * 16000) * 2
+                t0 = time.perf_counter()
+                for n, i in enumerate(range(0, len(data), step)):   # paced: block n leaves at n * BLOCK_S
+                    ahead = n * BLOCK_S - (time.perf_counter() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                    ws.send(data[i: i + step])
+                sent = time.perf_counter()
+                ws.send("EOS")
+                final = None
+                while True:
+                    ev = json.loads(ws.recv(timeout=60))
+                    if ev["type"] == "final" and final is None:
+                        final = time.perf_counter() - sent
+                    if ev["type"] == "error":
+                        errors.append(ev["error"])
+                    if ev["type"] == "done":
+                        break
+                lat.append(final if final is not None else time.perf_counter() - sent)
+        except Exception as e:         # any failure is an error of the load test, counted
+            errors.append(repr(e))
+
+
+def _upload(url: str, body: bytes, codes: list) -> None:
+    req = urllib.request.Request(url + "/v1/transcribe", data=body, method="POST", headers={"Content-Type": "audio/wav"})
+    try:
+        with urllib.request.urlopen(req, timeout=300) as r:
+            codes.append(r.status)
+    except urllib.error.HTTPError as e:
+        codes.append(e.code)
+    except Exception as e:
+        codes.append(repr(e))
+
+
+def bench_serve(model: Path, utts, streams: int, seconds: float, uploads: int, extra: list[str]) -> dict:
+    import io
+
+    import soundfile as sf
+
+    proc, url = _server(model, extra)
+    try:
+        audio = [load_audio(u.audio) for u in utts[:50]]
+        pcm = [(np.clip(x, -1, 1) * 32767).astype("<i2").tobytes() for x in audio]
+        lat, errors = [], []
+        until = time.time() + seconds
+        threads = [threading.Thread(target=_client, args=(url, pcm[i::streams] or pcm, until, lat, errors))
+                   for i in range(streams)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out = {"server_args": extra, "streams": streams, "seconds": seconds, "utterances_streamed": len(lat),
+               "stream_errors": len(errors), "error_examples": errors[:3],
+               "eos_to_final_p50_ms": round(1000 * float(np.percentile(lat, 50))) if lat else None,
+               "eos_to_final_p95_ms": round(1000 * float(np.percentile(lat, 95))) if lat else None,
+               "peak_rss_mb_after_streams": round(_peak_rss_mb(proc.pid))}
+        buf = io.BytesIO()
+        sf.write(buf, np.concatenate(audio[:3]), 16000, format="WAV", subtype="PCM_16")
+        codes: list = []
+        threads = [threading.Thread(target=_upload, args=(url, buf.getvalue(), codes)) for _ in range(uploads)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        out["uploads"] = {"sent": uploads, "answered_200": codes.count(200), "refused_503": codes.count(503),
+                          "other": [c for c in codes if c not in (200, 503)], "lost": uploads - len(codes),
+                          "seconds": round(time.perf_counter() - t0, 1)}
+        out["peak_rss_mb"] = round(_peak_rss_mb(proc.pid))
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as r:
+            out["healthz_after"] = json.loads(r.read())
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(10)
