@@ -49,12 +49,14 @@ class StreamConfig:
     endpoint_s: float = 0.5        # blanks after speech that end an utterance (0: only at the end)
     max_utterance_s: float = 30.0  # an utterance is cut here (bounded memory and alignment)
     dc_block: bool = True          # remove DC offset with a one-pole high-pass
+    cmn_history_s: float = 10.0    # utterance CMN also counts this much of the stream's past
 
     def check(self, where: str = "stream") -> None:
         require(self.chunk_frames >= 1, f"{where}.chunk_frames", "must be >= 1")
         require(self.right_frames >= 0, f"{where}.right_frames", "must be >= 0")
         require(self.endpoint_s >= 0, f"{where}.endpoint_s", "must be >= 0")
         require(self.max_utterance_s >= 1, f"{where}.max_utterance_s", "must be >= 1")
+        require(self.cmn_history_s >= 0, f"{where}.cmn_history_s", "must be >= 0")
 
     def latency_s(self, frame_s: float) -> float:
         """Algorithmic latency: chunk + look-ahead (the analysis half-window not counted)."""
@@ -93,6 +95,7 @@ class Streamer:
         self.zi = np.zeros(1)                     # DC blocker state
         self.utt_start = 0                        # first feature frame of the utterance (stream index)
         self.samples_in = 0
+        self.history = torch.zeros(0, rec.feature_config.n_mels)   # features of earlier utterances
         self._new_utterance(torch.zeros(0, rec.feature_config.n_mels))
 
     def _new_utterance(self, feats: torch.Tensor) -> None:
@@ -156,8 +159,13 @@ class Streamer:
         model, s = self.rec.model, self.stack
         feats = self.feats[: (self.feats.shape[0] // s) * s].float().unsqueeze(0)    # (1, T, F)
         x = (feats - model.cmvn_mean) / model.cmvn_std
-        if model.cfg.utterance_cmn:               # statistics over everything heard so far
-            x = model._utterance_cmn(feats, x, torch.tensor([feats.shape[1]]))
+        if model.cfg.utterance_cmn:
+            # statistics over everything heard: this utterance so far and the stream's recent past
+            # (same talker and channel), so an utterance's first chunk is not normalised by itself
+            past = self.history.float().unsqueeze(0)
+            both = torch.cat([past, feats], 1)
+            x = model._utterance_cmn(both, torch.cat([(past - model.cmvn_mean) / model.cmvn_std, x], 1),
+                                     torch.tensor([both.shape[1]]))[:, past.shape[1]:]
         x = x[:, self.done * s: (self.done + c + r) * s].reshape(1, c + r, -1)
         for i, layer in enumerate(model.layers):
             out_c, self.state[i] = layer.fwd(x[:, :c], self.state[i])
@@ -194,6 +202,8 @@ class Streamer:
     def _restart(self) -> None:
         cut = self.done * self.stack
         self.utt_start += cut
+        keep = int(self.cfg.cmn_history_s * SAMPLE_RATE_HZ / self.rec.features.hop)
+        self.history = torch.cat([self.history, self.feats[:cut]])[-keep:] if keep else self.history
         self._new_utterance(self.feats[cut:])
 
     def _t(self, frames: int) -> float:
