@@ -155,21 +155,22 @@ def latency_controlled(model: BiLSTMCTC, feats: torch.Tensor, lens: torch.Tensor
     per window (look-ahead frames differ between windows, as in streaming); its forward
     direction runs over the committed frames carrying its state and continues, without keeping
     that state, over the look-ahead; its backward direction starts from zero at each window's
-    last (real) frame. Utterance CMN uses whole-utterance statistics (streaming uses what it
-    has heard so far)."""
-    x = (feats - model.cmvn_mean) / model.cmvn_std
-    if model.cfg.utterance_cmn:
-        x = model._utterance_cmn(feats, x, lens)
+    last (real) frame. Utterance CMN of window j uses the frames up to its end, as streaming
+    does when it reaches that window."""
     s = model.cfg.stack
-    b, t, f = x.shape
+    b, t, f = feats.shape
     t_out = t // s
-    x = x[:, : t_out * s].reshape(b, t_out, f * s)
     out_lens = torch.div(lens, s, rounding_mode="floor").clamp_min(1)
-    n_win = -(-t_out // chunk)
-    x = torch.nn.functional.pad(x, (0, 0, 0, n_win * chunk + right - t_out))
-    win = x.unfold(1, chunk + right, chunk).transpose(2, 3)                       # (B, W, C+R, D)
-    starts = torch.arange(n_win, device=x.device) * chunk
-    win_lens = (out_lens.unsqueeze(1) - starts).clamp(0, chunk + right).reshape(-1)  # (B*W,)
+    n_win, span = -(-t_out // chunk), chunk + right
+    ends = torch.minimum((torch.arange(n_win, device=feats.device) * chunk + span).unsqueeze(0),
+                         out_lens.unsqueeze(1))                                   # (B, W) output frames
+    x = (feats - model.cmvn_mean) / model.cmvn_std
+    x = torch.nn.functional.pad(x[:, : t_out * s], (0, 0, 0, (n_win * chunk + right - t_out) * s))
+    win = x.unfold(1, span * s, chunk * s).transpose(2, 3)                        # (B, W, span*s, F)
+    if model.cfg.utterance_cmn:
+        win = _window_cmn(model, feats, x, win, ends * s, chunk * s)
+    win = win.reshape(b, n_win, span, s * f)                                      # (B, W, span, F*s)
+    win_lens = (ends - torch.arange(n_win, device=feats.device) * chunk).clamp_min(0).reshape(-1)
     for i, layer in enumerate(model.layers):
         if i > 0:
             win = model.dropout(win)
@@ -177,12 +178,38 @@ def latency_controlled(model: BiLSTMCTC, feats: torch.Tensor, lens: torch.Tensor
         for j in range(n_win):
             out_c, state = layer.fwd(win[:, j, :chunk], state)
             outs.append(torch.cat([out_c, layer.fwd(win[:, j, chunk:], state)[0]], 1) if right else out_c)
-        out_f = torch.stack(outs, 1)                                              # (B, W, C+R, H)
-        flat = win.reshape(b * n_win, chunk + right, -1)
+        out_f = torch.stack(outs, 1)                                              # (B, W, span, H)
+        flat = win.reshape(b * n_win, span, -1)
         out_b = reverse_padded(layer.bwd(reverse_padded(flat, win_lens))[0], win_lens)
-        win = torch.cat([out_f, out_b.reshape(b, n_win, chunk + right, -1)], -1)
+        win = torch.cat([out_f, out_b.reshape(b, n_win, span, -1)], -1)
     y = win[:, :, :chunk].reshape(b, n_win * chunk, -1)[:, :t_out]
     return model.output(model.dropout(y)).log_softmax(-1), out_lens
+
+
+def _window_cmn(model: BiLSTMCTC, feats: torch.Tensor, x: torch.Tensor, win: torch.Tensor,
+                ends: torch.Tensor, step: int) -> torch.Tensor:
+    """Utterance CMN per window: window j's frames (B, W, L, F) minus the mean of the speech frames
+    among the first ``ends[:, j]`` feature frames (the model's ``_utterance_cmn`` rule, on what
+    has been heard by then); frames past the utterance's end are zeroed."""
+    n = x.shape[1]
+    t = torch.arange(n, device=x.device)
+    inside = t.view(1, 1, -1) < ends.unsqueeze(-1)                                # (B, W, T)
+    valid = inside
+    if model.cfg.cmn_floor_db > 0:
+        energy = torch.nn.functional.pad(feats.mean(-1), (0, max(0, n - feats.shape[1])))[:, :n]
+        e = energy.unsqueeze(1).masked_fill(~inside, float("-inf"))
+        floor = e.max(-1, keepdim=True).values - model.cfg.cmn_floor_db * math.log(10) / 10
+        valid = inside & (e >= floor)
+    w = valid.to(x.dtype)
+    count = w.sum(-1, keepdim=True).clamp_min(1)                                  # (B, W, 1)
+    mean = torch.einsum("bwt,btf->bwf", w, x) / count
+    out = win - mean.unsqueeze(2)
+    if model.cfg.utterance_cvn:
+        var = torch.einsum("bwt,btf->bwf", w, x * x) / count - mean * mean
+        out = out / var.clamp_min(0).sqrt().clamp_min(0.1).unsqueeze(2)
+    pos = (torch.arange(ends.shape[1], device=x.device) * step).view(1, -1, 1) + \
+        torch.arange(win.shape[2], device=x.device).view(1, 1, -1)               # (1, W, L)
+    return out * (pos < ends.unsqueeze(-1)).unsqueeze(-1)
 
 
 class LatencyControlled(nn.Module):

@@ -157,7 +157,9 @@ class Streamer:
         """Log-probs (c + r, V) of output frames [done, done + c + r); advances the forward states
         by the c committed frames only."""
         model, s = self.rec.model, self.stack
-        feats = self.feats[: (self.feats.shape[0] // s) * s].float().unsqueeze(0)    # (1, T, F)
+        # up to the window's end only: results do not depend on how the audio was cut into blocks,
+        # and chunk-aware training (model.latency_controlled) normalises the same way
+        feats = self.feats[: (self.done + c + r) * s].float().unsqueeze(0)           # (1, T, F)
         x = (feats - model.cmvn_mean) / model.cmvn_std
         if model.cfg.utterance_cmn:
             # statistics over everything heard: this utterance so far and the stream's recent past
@@ -166,7 +168,7 @@ class Streamer:
             both = torch.cat([past, feats], 1)
             x = model._utterance_cmn(both, torch.cat([(past - model.cmvn_mean) / model.cmvn_std, x], 1),
                                      torch.tensor([both.shape[1]]))[:, past.shape[1]:]
-        x = x[:, self.done * s: (self.done + c + r) * s].reshape(1, c + r, -1)
+        x = x[:, self.done * s:].reshape(1, c + r, -1)
         for i, layer in enumerate(model.layers):
             out_c, self.state[i] = layer.fwd(x[:, :c], self.state[i])
             out_f = torch.cat([out_c, layer.fwd(x[:, c:], self.state[i])[0]], 1) if r else out_c

@@ -152,15 +152,19 @@ def test_odd_pcm_bytes_are_an_error_and_stream_file_runs():
     assert all(e.kind in ("partial", "final") for e in events)
 
 
+@pytest.mark.parametrize("cmn", [False, True])
 @pytest.mark.parametrize("chunk,right", [(4, 2), (8, 4), (5, 0), (3, 7)])
-def test_chunk_aware_training_network_is_what_streaming_computes(chunk, right):
+def test_chunk_aware_training_network_is_what_streaming_computes(chunk, right, cmn):
     """``latency_controlled`` (batched, padded, differentiable) gives the streamer's committed
-    log-probs for every utterance of a batch of different lengths."""
+    log-probs for every utterance of a batch of different lengths, utterance CMN included (each
+    window normalised by what streaming has heard when it gets there)."""
     from asr.data import pad_batch
     from asr.model import latency_controlled
 
-    rec = _rec(False)
-    xs = [_noise(d, seed) for seed, d in ((1, 2.0), (2, 1.0), (3, 3.1))]
+    rec = _rec(cmn)
+    # a rising level: where the CMN statistics stop matters
+    xs = [_noise(d, seed) * np.linspace(0.1, 3.0, int(16000 * d), dtype=np.float32)
+          for seed, d in ((1, 2.0), (2, 1.0), (3, 3.1))]
     x, lens = pad_batch([rec.features(a) for a in xs])
     logp, out_lens = latency_controlled(rec.model, x, lens, chunk, right)
     for k, a in enumerate(xs):
