@@ -33,7 +33,7 @@ from asr.stream import StreamConfig, Streamer
 from asr.transcribe import frame_energy_db
 
 BLOCK_S = 0.1
-GRID = ((4, 0), (4, 2), (8, 2), (8, 4), (6, 7), (12, 1), (16, 4), (24, 8))
+GRID = ((4, 0), (4, 2), (8, 2), (8, 4), (6, 7), (4, 9), (2, 11), (16, 4), (24, 8))
 
 
 def speech_end_s(x: np.ndarray) -> float:
