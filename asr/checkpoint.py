@@ -117,7 +117,7 @@ def init_from_checkpoint(model: BiLSTMCTC, path: str | Path, tokenizer: Tokenize
     theirs, mine = src.model.state_dict(), model.state_dict()
     copied, kept = [], []
     for name, value in mine.items():
-        if name.startswith("output.") and name in theirs:
+        if name.startswith("output.") and name in theirs and theirs[name].shape[1:] == value.shape[1:]:
             rows = [(i, src.tokenizer.vocab.index(u)) for i, u in enumerate(tokenizer.vocab) if u in src.tokenizer.vocab]
             for i, j in rows:
                 value[i] = theirs[name][j]

@@ -53,7 +53,9 @@ class ServeConfig:
     queue: int = 4                   # uploads waiting for a worker before 503
     max_streams: int = 32            # concurrent WebSocket streams
     max_upload_mb: float = 50.0
-    max_stream_s: float = 3600.0     # audio per stream
+    max_upload_s: float = 3600.0     # audio per upload (checked from the header)
+    upload_timeout_s: float = 120.0  # the whole body must arrive within this
+    max_stream_s: float = 3600.0     # audio per stream, and wall-clock time per stream
     idle_timeout_s: float = 30.0     # a stream that sends nothing for this long is closed
     retry_after_s: int = 1
     method: str = "greedy"           # decoding of uploads and streams
@@ -107,16 +109,30 @@ def read_upload(body: bytes, content_type: str) -> bytes:
     raise AudioError("multipart upload has no file part (send the audio as a field named 'file')")
 
 
-def decode_upload(data: bytes) -> tuple[np.ndarray, int]:
-    """(N, C) float32 samples and their rate from an uploaded file's bytes."""
+def decode_upload(data: bytes, max_s: float) -> tuple[np.ndarray, int]:
+    """(N, C) float32 samples and their rate from an uploaded file's bytes; the duration is
+    checked from the header first (a small compressed file can hold hours of audio)."""
     if not data:
         raise AudioError("upload: empty body (send an audio file)")
     try:
+        info = sf.info(io.BytesIO(data))
+        if info.duration > max_s:
+            raise AudioError(f"upload: {info.duration:.0f} s of audio is longer than the {max_s:g}-s limit")
         x, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
         raise AudioError(f"upload: not audio that can be read ({e})") from None
     check_rate(rate, "upload")
     return x, rate
+
+
+async def read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it passes ``limit`` bytes."""
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            return None
+    return bytes(body)
 
 
 def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
@@ -150,14 +166,17 @@ def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
         if not cap.take("uploads", cfg.threads + cfg.queue):
             return error(503, "server busy, retry later", **{"Retry-After": str(cfg.retry_after_s)})
         try:
-            body = bytearray()
-            async for piece in request.stream():
-                body += piece
-                if len(body) > limit:
-                    return error(413, f"upload larger than {cfg.max_upload_mb:g} MB")
-            x, rate = decode_upload(read_upload(bytes(body), request.headers.get("content-type", "")))
-            run = lambda: transcribe(rec.with_decoder(decoder()), x, rate, SegmentOptions())  # noqa: E731
+            body = await asyncio.wait_for(read_body(request, limit), cfg.upload_timeout_s)
+            if body is None:
+                return error(413, f"upload larger than {cfg.max_upload_mb:g} MB")
+            ctype = request.headers.get("content-type", "")
+
+            def run():                       # parsing and decoding too: never on the event loop
+                x, rate = decode_upload(read_upload(body, ctype), cfg.max_upload_s)
+                return transcribe(rec.with_decoder(decoder()), x, rate, SegmentOptions())
             return (await asyncio.get_running_loop().run_in_executor(pool, run)).to_dict()
+        except asyncio.TimeoutError:
+            return error(408, f"upload not received within {cfg.upload_timeout_s:g} s")
         except AsrError as e:
             return error(400, str(e))
         finally:
@@ -197,9 +216,11 @@ async def run_stream(ws, rec: Recognizer, cfg: ServeConfig, pool, decoder) -> No
         streamer = Streamer(rec, cfg.stream, decoder())
     except (ValueError, AsrError) as e:
         return await fail(f"bad stream parameters: {e}", 1003)
-    samples = 0
+    samples, started = 0, loop.time()
     try:
         while True:
+            if loop.time() - started > cfg.max_stream_s:     # a client trickling bytes ends too
+                return await fail(f"stream open longer than {cfg.max_stream_s:g} s", 1009)
             try:
                 msg = await asyncio.wait_for(ws.receive(), cfg.idle_timeout_s)
             except asyncio.TimeoutError:

@@ -37,6 +37,7 @@ from .transcribe import Word, align_words
 DC_POLE = 0.995                 # DC blocker y[n] = x[n] - x[n-1] + DC_POLE * y[n-1] (~13 Hz)
 SILENT_RESET_S = 5.0            # a stretch this long without speech is dropped (bounded memory)
 PCM16_SCALE = 32768.0
+MAX_WAV_CHUNK = 1 << 20         # bytes of a WAV header chunk before the data (LIST, fmt, ...)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class StreamConfig:
     endpoint_s: float = 0.5        # blanks after speech that end an utterance (0: only at the end)
     max_utterance_s: float = 30.0  # an utterance is cut here (bounded memory and alignment)
     dc_block: bool = True          # remove DC offset with a one-pole high-pass
-    cmn_history_s: float = 10.0    # utterance CMN also counts this much of the stream's past
+    cmn_history_s: float = 0.0     # utterance CMN also counts this much of the stream's past
+                                   # (0: each utterance by itself, as in training and offline)
 
     def check(self, where: str = "stream") -> None:
         require(self.chunk_frames >= 1, f"{where}.chunk_frames", "must be >= 1")
@@ -248,12 +250,17 @@ def wav_header(f: BinaryIO, name: str) -> tuple[int, int]:
             if not rate:
                 raise AudioError(f"{name}: WAV data chunk before its fmt chunk")
             return rate, channels
+        if size > MAX_WAV_CHUNK:
+            raise AudioError(f"{name}: WAV {kind!r} chunk of {size} bytes before the data (at most {MAX_WAV_CHUNK})")
         body = read_exact(f, size + (size & 1))
         if kind == b"fmt ":
+            if len(body) < 16:
+                raise AudioError(f"{name}: WAV fmt chunk of {len(body)} bytes (needs 16)")
             fmt, channels, rate = struct.unpack("<HHI", body[:8])
             bits = struct.unpack("<H", body[14:16])[0]
-            if fmt not in (1, 0xFFFE) or bits != 16:
-                raise AudioError(f"{name}: streamed WAV must be 16-bit PCM (format {fmt}, {bits} bits)")
+            if fmt not in (1, 0xFFFE) or bits != 16 or channels < 1:
+                raise AudioError(f"{name}: streamed WAV must be 16-bit PCM with >= 1 channel "
+                                 f"(format {fmt}, {bits} bits, {channels} channels)")
 
 
 def pcm_blocks(f: BinaryIO, name: str, rate: int | None, channels: int = 1,

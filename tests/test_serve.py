@@ -36,7 +36,8 @@ def server():
     torch.manual_seed(0)
     model = BiLSTMCTC(ModelConfig(stack=3, hidden=32, layers=2, dropout=0.0), 80, len(CharTokenizer())).eval()
     rec = Recognizer.from_model(model, FeatureConfig(), CharTokenizer())
-    cfg = ServeConfig(workers=1, queue=1, max_streams=2, max_upload_mb=1.0, max_stream_s=5.0, idle_timeout_s=1.0)
+    cfg = ServeConfig(workers=1, queue=1, max_streams=2, max_upload_mb=1.0, max_upload_s=3.0, upload_timeout_s=1.0,
+                      max_stream_s=5.0, idle_timeout_s=1.0)
     srv = Server(create_app(rec, cfg)).start()
     yield srv
     srv.stop()
@@ -101,9 +102,25 @@ def test_oversized_upload_is_refused_before_its_body_is_read(server):
     assert head.startswith("HTTP/1.1 413") and "larger than 1 MB" in head
 
 
+def test_long_audio_and_slow_bodies_are_refused(server):
+    # a compressed file holds far more audio than its bytes suggest: the header is checked first
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000 * 60, np.float32), 16000, format="FLAC")
+    status, res, _ = _post(server.url, buf.getvalue())
+    assert status == 400 and "60 s of audio is longer than the 3-s limit" in res["error"]
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:      # promises 1000 bytes, sends 10
+        sock.sendall(b"POST /v1/transcribe HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"\0" * 10)
+        head = b""
+        while b"within" not in head and (piece := sock.recv(4096)):
+            head += piece
+    assert head.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in head
+    assert _health(server.url)["uploads"] == 0                 # its slot is free again
+
+
 def test_a_burst_of_uploads_is_answered_or_refused_never_lost(server):
     results: list = []
-    body = _wav(4.0)
+    body = _wav(2.9)
 
     def one():
         results.append(_post(server.url, body))

@@ -269,3 +269,6 @@ def test_fine_tuning_starts_from_another_model_and_chunk_aware_training_learns(t
     assert any(f"{len(tok.vocab) - 1}/{len(tok.vocab)} units" in c for c in summary["copied"])
     with pytest.raises(AsrError, match="features"):
         init_from_checkpoint(bigger, base, tok, replace(cfg.features, n_mels=40))
+    wider = BiLSTMCTC(replace(cfg.model, hidden=cfg.model.hidden + 8), 80, len(tok))   # other shapes: kept
+    summary = init_from_checkpoint(wider, base, tok, cfg.features)
+    assert "output.weight" in summary["not_copied"] and "cmvn_mean" in summary["copied"]
