@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import email.parser
+import functools
 import io
 import logging
 import os
@@ -135,6 +136,13 @@ async def read_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
+def health(cap: Capacity, cfg: ServeConfig, rec: Recognizer) -> dict:
+    """What ``GET /healthz`` answers: work in flight, counters, capacity and latency."""
+    return {"status": "ok", "uploads": cap.uploads, "streams": cap.streams, "served": cap.served,
+            "refused": cap.refused, "workers": cfg.threads, "frame_s": rec.frame_s,
+            "latency_s": cfg.stream.latency_s(rec.frame_s)}
+
+
 def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
     """The ASGI application around a loaded recognizer."""
     cfg.check()
@@ -144,6 +152,7 @@ def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
     app = FastAPI(title="asr", docs_url=None, redoc_url=None)
     app.state.capacity, app.state.pool = cap, pool
     page = resources.files("asr").joinpath("web/index.html").read_text()
+    decoder = functools.partial(rec.make_decoder, cfg.decode, cfg.method)     # one per request/stream
 
     def error(status: int, message: str, **headers) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -154,9 +163,7 @@ def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return {"status": "ok", "uploads": cap.uploads, "streams": cap.streams, "served": cap.served,
-                "refused": cap.refused, "workers": cfg.threads, "frame_s": rec.frame_s,
-                "latency_s": cfg.stream.latency_s(rec.frame_s)}
+        return health(cap, cfg, rec)
 
     @app.post("/v1/transcribe")
     async def upload(request: Request):
@@ -181,9 +188,6 @@ def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
             return error(400, str(e))
         finally:
             cap.give("uploads")
-
-    def decoder():
-        return rec.make_decoder(cfg.decode, cfg.method)
 
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket):
