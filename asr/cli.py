@@ -90,7 +90,7 @@ def cmd_train(args) -> int:
 
 def _add_decoding(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
-    from .decode import DECODE_METHODS
+    from .decode_config import DECODE_METHODS
 
     g.add_argument("--method", "--decoder", dest="method", choices=DECODE_METHODS,
                    default="greedy", help="greedy, CTC beam search, or lexicon + word LM beam search")
@@ -105,7 +105,7 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
 
 def _decode_config(args):
     """The decoding configuration the command line asks for."""
-    from .decode import DecodeConfig
+    from .decode_config import DecodeConfig
 
     lm_weight, word_score = args.lm_weight, args.word_score
     if args.tuned:

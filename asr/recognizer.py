@@ -18,7 +18,8 @@ import torch
 
 from .audio import SAMPLE_RATE_HZ, AudioError
 from .checkpoint import load_checkpoint, quantize_int8
-from .data import Utterance, bucket_batches, load_utterance_audio, pad_batch
+from .batching import pad_batch
+from .data import Utterance, bucket_batches, load_utterance_audio
 from .decode import DecodeConfig, Decoder, GreedyDecoder, Hypothesis, decode_emissions, make_decoder
 from .errors import Problem
 from .features import FeatureConfig, FeatureExtractor, cached_extractor, feature_lengths

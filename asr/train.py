@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .checkpoint import average_payloads, init_from_checkpoint, model_payload
 from .config import require, to_dict
-from .data import BatchIterator
+from .batching import BatchIterator
 from .dataset import TrainingSet, cmvn_sample
 from .errors import AsrError
 from .features import compute_cmvn

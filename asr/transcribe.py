@@ -15,9 +15,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import soundfile as sf
 import soxr
-import torch
-import torchaudio.functional as AF
 
+from .align import forced_align, merge_tokens
 from .config import ConfigError
 from .errors import Problem
 from .text import WORD_START
@@ -187,14 +186,21 @@ def segment_stream(blocks: Iterator[np.ndarray], opts: SegmentOptions) -> Iterat
 
 
 # ---------------------------------------------------------------- decoding + alignment
-def align_words(log_probs: torch.Tensor, ids: list[int], vocab: Sequence[str], frame_s: float,
+def as_numpy(x) -> np.ndarray:
+    """A torch tensor (any device or float type) or an array as a float32 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu()
+    return np.asarray(x, dtype=np.float32)
+
+
+def align_words(log_probs, ids: list[int], vocab: Sequence[str], frame_s: float,
                 offset_s: float) -> list[Word]:
-    """Word times from CTC forced alignment of the decoded ids on (T, V) log-probs. Words end at
-    a space unit (characters) or before a piece carrying the word-start mark (BPE)."""
+    """Word times from CTC forced alignment of the decoded ids on (T, V) log-probs (a tensor or
+    an array). Words end at a space unit (characters) or before a piece carrying the word-start
+    mark (BPE)."""
     if not ids:
         return []
-    ali, scores = AF.forced_align(log_probs.unsqueeze(0).float(), torch.tensor([ids], dtype=torch.int32), blank=0)
-    spans = AF.merge_tokens(ali[0], scores[0])          # span.score: mean log-posterior
+    spans = merge_tokens(*forced_align(as_numpy(log_probs), ids))   # span.score: mean log-posterior
     words, current = [], []
 
     def close() -> None:
@@ -244,18 +250,17 @@ def snap_to_speech(words: list[Word], audio: np.ndarray, offset_s: float, opts: 
     return out
 
 
-@torch.inference_mode()
 def decode_segments(rec, segs: list[tuple[float, np.ndarray]], opts: SegmentOptions) -> list[Segment]:
     """Decode a batch of ``(start_s, samples)`` segments with ``rec`` (a
-    :class:`asr.recognizer.Recognizer`, its decoder) and time their words by aligning the
-    decoded token ids."""
+    :class:`asr.recognizer.Recognizer` or an :class:`asr.lite.LiteRecognizer`: its features,
+    model and decoder) and time their words by aligning the decoded token ids."""
     prep = normalize_level if opts.normalize else (lambda x: x)
     feats = [rec.features(np.pad(prep(x), (0, max(0, rec.min_samples - x.size)))) for _, x in segs]
     log_probs, out_lens = rec.forward(feats)
     hyps = rec.decoder(log_probs, out_lens)
     out = []
     for (start, audio), lp, n, hyp in zip(segs, log_probs, out_lens, hyps):
-        words = align_words(lp[: int(n)].cpu(), hyp.ids, rec.tokenizer.vocab, rec.frame_s, start)
+        words = align_words(lp[: int(n)], hyp.ids, rec.tokenizer.vocab, rec.frame_s, start)
         if opts.snap_words:
             words = snap_to_speech(words, audio, start, opts)
         out.append(Segment(round(start, 3), round(start + audio.size / SAMPLE_RATE_HZ, 3), hyp.text, words))

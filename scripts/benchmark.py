@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from asr.audio import load_audio  # noqa: E402
 from asr.config import parse_override  # noqa: E402
-from asr.data import BatchIterator, pad_batch, read_manifest  # noqa: E402
+from asr.batching import BatchIterator, pad_batch  # noqa: E402
+from asr.data import read_manifest  # noqa: E402
 from asr.dataset import TrainingSet  # noqa: E402
 from asr.errors import AsrError  # noqa: E402
 from asr.features import FeatureExtractor, load_feature_cache  # noqa: E402

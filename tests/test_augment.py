@@ -134,7 +134,8 @@ def test_a_failing_source_is_counted_and_the_utterance_kept(tone, caplog):
 def test_wave_augmented_training_features(tmp_path, wav_dir, rooms):
     """Batches with waveform augmentation are the same from any process given the batch RNG;
     utterance_prob 0 gives exactly the cached features."""
-    from asr.data import BatchIterator, Utterance
+    from asr.batching import BatchIterator
+    from asr.data import Utterance
     from asr.dataset import TrainingSet, with_wave_augmentation
     from asr.features import FeatureConfig, build_feature_cache
     from asr.text import CharTokenizer

@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from asr.data import AugmentConfig
-from asr.data import (BatchIterator, DataError, ManifestError, apply_oov_policy, Utterance, bucket_batches, oversample,
-                      pad_batch, read_manifest, spec_augment, speed_perturb, validate_utterances, write_manifest)
+from asr.batching import BatchIterator, pad_batch, spec_augment, speed_perturb
+from asr.data import (DataError, ManifestError, apply_oov_policy, Utterance, bucket_batches, oversample,
+                      read_manifest, validate_utterances, write_manifest)
 from asr.text import CharTokenizer
 
 

@@ -32,7 +32,7 @@ train(cfg, _data(64, 0), _data(16, 1), exp, CharTokenizer())
 
 def _loss(model, data) -> float:
     tok = CharTokenizer()
-    from asr.data import pad_batch
+    from asr.batching import pad_batch
     x, lens = pad_batch([f.float() for f in data.feats])
     with torch.no_grad():
         lp, out_lens = model(x, lens)

@@ -96,7 +96,8 @@ def test_cer_counts_characters_with_spaces():
 def test_spec_augment_masks_time_and_frequency():
     import random
 
-    from asr.data import AugmentConfig, spec_augment
+    from asr.batching import spec_augment
+    from asr.data import AugmentConfig
 
     feats = torch.arange(200 * 80, dtype=torch.float32).reshape(200, 80)
     cfg = AugmentConfig(freq_masks=0, time_masks=2, time_mask_ratio=0.2)

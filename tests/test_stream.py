@@ -158,7 +158,7 @@ def test_chunk_aware_training_network_is_what_streaming_computes(chunk, right, c
     """``latency_controlled`` (batched, padded, differentiable) gives the streamer's committed
     log-probs for every utterance of a batch of different lengths, utterance CMN included (each
     window normalised by what streaming has heard when it gets there)."""
-    from asr.data import pad_batch
+    from asr.batching import pad_batch
     from asr.model import latency_controlled
 
     rec = _rec(cmn)

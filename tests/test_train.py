@@ -173,7 +173,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_identical(tmp_path):
 
 
 def test_non_finite_batches_are_skipped_and_counted(tmp_path, monkeypatch, data, train_cfg):
-    from asr.data import BatchIterator
+    from asr.batching import BatchIterator
     real_collate = BatchIterator.collate
 
     def poisoned(self, batch, rng):
@@ -221,7 +221,7 @@ def test_loader_workers_train_exactly_like_the_loop(tmp_path, data, train_cfg):
 
 def test_features_on_the_fly_match_the_cache_and_skip_bad_audio(tmp_path, wav_dir):
     from asr.features import FeatureConfig
-    from asr.data import BatchIterator
+    from asr.batching import BatchIterator
     from asr.features import LazyFeatures, build_feature_cache, feature_lengths
 
     utts = [Utterance("g", str(wav_dir / "good.wav"), 1.0, "one", "s"),
