@@ -31,8 +31,6 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import soundfile as sf
 import soxr
-from scipy import fft as sfft
-from scipy import signal
 
 from .audio import SAMPLE_RATE_HZ
 from .config import require
@@ -152,6 +150,7 @@ def rir_bank(cfg: WaveAugmentConfig, seed: int, procs: int = 2) -> tuple[list[np
 
 def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
     """``x`` convolved with ``rir`` (FFT), same length, level kept."""
+    from scipy import signal  # imported when used: ~1 s, never needed by the CLI or the light runtime
     y = signal.fftconvolve(x, rir)[: x.size]
     return (y * (np.abs(x).max() / (np.abs(y).max() + 1e-12))).astype(np.float32)
 
@@ -164,6 +163,7 @@ def unit_rms(x: np.ndarray) -> np.ndarray:
 
 def colored_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     """White, pink or brown noise of ``n`` samples, unit RMS."""
+    from scipy import fft as sfft  # imported when used: the CLI and the light runtime never need it
     m = sfft.next_fast_len(n, real=True)      # an FFT of a prime length is 10x slower
     white = rng.standard_normal(m)
     exponent = rng.choice([0.0, 0.5, 1.0])     # spectral slope: power ~ 1 / f^(2*exponent)
@@ -234,6 +234,7 @@ def add_noise(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
 # ---------------------------------------------------------------- channel
 def telephone(x: np.ndarray) -> np.ndarray:
     """Narrowband telephone channel: 300-3400 Hz band-pass, through 8 kHz and back."""
+    from scipy import signal  # imported when used: ~1 s, never needed by the CLI or the light runtime
     sos = signal.butter(6, TELEPHONE_BAND_HZ, btype="bandpass", fs=SAMPLE_RATE_HZ, output="sos")
     y = signal.sosfilt(sos, x)
     y = soxr.resample(soxr.resample(y, SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ), TELEPHONE_RATE_HZ, SAMPLE_RATE_HZ)
@@ -255,6 +256,7 @@ def codec(x: np.ndarray, name: str) -> np.ndarray:
 
 def random_eq(x: np.ndarray, rng: np.random.Generator, max_gain_db: float) -> np.ndarray:
     """A microphone's colouring: a smooth random gain curve over frequency (5 bands, +-max dB)."""
+    from scipy import fft as sfft  # imported when used: the CLI and the light runtime never need it
     m = sfft.next_fast_len(x.size, real=True)
     spec = sfft.rfft(x, m)
     freqs = np.linspace(0, 1, spec.size)

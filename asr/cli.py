@@ -122,6 +122,22 @@ def _decoder(args, rec):
     return rec.make_decoder(_decode_config(args))
 
 
+def _recognizer(args):
+    """What ``--model`` names, with the decoder the command line asks for: an ONNX export
+    directory (``asr export``: the torch-free runtime, greedy decoding) or a checkpoint."""
+    from .lite import is_export, load_lite
+
+    if is_export(args.model):
+        if args.method != "greedy":
+            raise ConfigError(f"{args.model}: an ONNX export decodes greedily (--method {args.method} "
+                              "needs the checkpoint)")
+        return load_lite(args.model, int8=args.int8)
+    from .recognizer import load
+
+    rec = load(args.model, int8=args.int8)
+    return rec.with_decoder(_decoder(args, rec))
+
+
 def _stream_config(args):
     from .stream import StreamConfig
 
@@ -232,7 +248,6 @@ def cmd_transcribe(args) -> int:
     from tqdm import tqdm
 
     from .audio import AudioError
-    from .recognizer import load
     from .transcribe import SegmentOptions, list_audio_files, transcribe, write_outputs
 
     if args.stream:
@@ -241,8 +256,7 @@ def cmd_transcribe(args) -> int:
     jobs, problems = list_audio_files(args.paths)
     for p in problems:
         (log.warning if p.kind == "mapped" else log.error)("%s: %s", p.id, p.reason)
-    rec = load(args.model, int8=args.int8)
-    rec = rec.with_decoder(_decoder(args, rec))
+    rec = _recognizer(args)
     formats = args.formats
     t0, audio_s, kaldi = time.perf_counter(), 0.0, {}
     failures = [p for p in problems if p.kind == "skipped"]
@@ -274,6 +288,11 @@ def _transcribe_stream(args) -> int:
     from .recognizer import load
     from .stream import Streamer, file_blocks, paced, pcm_blocks, run_stream
 
+    from .lite import is_export
+
+    if is_export(args.model):
+        raise ConfigError(f"{args.model}: --stream runs on a checkpoint (an ONNX export streams through "
+                          "the library: asr.lite.ChunkRunner)")
     if len(args.paths) != 1:
         raise ConfigError(f"--stream takes one source ('-' for stdin or a file), got {len(args.paths)}")
     rec = load(args.model, int8=args.int8)
@@ -290,6 +309,13 @@ def _transcribe_stream(args) -> int:
             print(json.dumps(event.to_dict()), flush=True)
         else:
             print(f"{event.kind:7s} {event.start:7.2f} {event.end:7.2f}  {event.text}", flush=True)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export import export_onnx
+
+    print(export_onnx(args.model, args.out, int8=not args.no_int8, chunk=not args.no_chunk).parent)
     return 0
 
 
@@ -366,7 +392,8 @@ def _transcribe_parser(sub) -> None:
                    help=f"comma-separated, any of: {','.join(WRITERS)}")
     _add_decoding(p)
     p.add_argument("--max-segment", type=float, default=20.0, help="longest decoded segment (s)")
-    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (about 2x faster on CPU)")
+    p.add_argument("--int8", action="store_true", help="dynamic int8 quantization (about 2x faster on CPU; "
+                   "an ONNX export: its int8 graph)")
     g = p.add_argument_group("live input (--stream: one source, a file or '-' for stdin)")
     g.add_argument("--stream", action="store_true", help="print partial and final results as audio arrives")
     g.add_argument("--rate", type=int, help="stdin is raw 16-bit little-endian mono PCM at this rate "
@@ -403,6 +430,13 @@ def _model_tool_parsers(sub) -> None:
     p.add_argument("--arpa-only", action="store_true", help="skip build_binary")
     p.add_argument("--lexicon", help="also write a spelling lexicon of the text's words here")
     p.set_defaults(func=cmd_lm_build)
+    p = sub.add_parser("export", help="export a model to ONNX for the torch-free runtime (asr transcribe --model DIR)")
+    p.add_argument("--model", required=True, help="checkpoint (best.pt, an averaged model, ...)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", required=True, help="export directory")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8-quantized graphs")
+    p.add_argument("--no-chunk", action="store_true", help="skip the streaming chunk graph")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("average", help="average the weights of checkpoints of one model (e.g. its last epochs)")
     p.add_argument("models", nargs="+", help="model files (epoch<k>.pt, best.pt, last.pt, ...)")
     p.add_argument("--out", required=True, help="the averaged model file")

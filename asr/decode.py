@@ -9,14 +9,13 @@ text can give other pieces). ``DECODERS`` is the registry of methods.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
 
 from .config import ConfigError
-from .decode_config import DECODE_METHODS, DecodeConfig, DecodeMethod  # noqa: F401  (re-exported)
+from .decode_config import DECODE_METHODS, DecodeConfig, DecodeMethod, Hypothesis  # noqa: F401  (re-exported)
 from .batching import pad_batch
 from .errors import MissingFileError
 from .lm import LEXICON_HINT, require_file
@@ -24,19 +23,6 @@ from .text import WORD_START, Tokenizer
 
 SIL_TOKEN = "|"       # flashlight's word boundary; stands for the tokenizer's space
 UNK_WORD = "<unk>"
-
-Decoder = Callable[[torch.Tensor, torch.Tensor], list[str]]   # (B, T, V) log-probs, (B,) lens
-
-
-@dataclass
-class Hypothesis:
-    """One decoded utterance: token ids (CTC-collapsed, no blanks), text, and the decoder's
-    score (log domain: best-path log-probability for greedy, the beam's total score else)."""
-
-    ids: list[int]
-    text: str
-    score: float = 0.0
-    words: list[str] = field(default_factory=list)
 
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[Hypothesis]]   # (B, T, V), (B,) -> per utterance

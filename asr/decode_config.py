@@ -1,9 +1,9 @@
-"""Decoding options (:class:`DecodeConfig`), torch-free: read by the torch decoders
+"""Decoding options (:class:`DecodeConfig`) and results (:class:`Hypothesis`), torch-free: read by the torch decoders
 (``asr.decode``), by the command line and by the light ONNX runtime (``asr.lite``)."""
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from .config import require
@@ -43,3 +43,14 @@ class DecodeConfig:
     @property
     def compared(self) -> tuple[str, ...]:
         return self.methods or (self.method,)
+
+
+@dataclass
+class Hypothesis:
+    """One decoded utterance: token ids (CTC-collapsed, no blanks), text, and the decoder's
+    score (log domain: best-path log-probability for greedy, the beam's total score else)."""
+
+    ids: list[int]
+    text: str
+    score: float = 0.0
+    words: list[str] = field(default_factory=list)
