@@ -132,3 +132,16 @@ def tiny_recipe(tmp_path_factory):
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     return tmp, config, res
+
+
+@pytest.fixture(scope="session")
+def tiny_sentences(tmp_path_factory):
+    """The sentences recipe end to end on tests/tiny_sentences.yaml (text, synthesis, LM, a
+    tiny model, LM tuning, three decoders): (dir, completed process). Session-wide."""
+    tmp = tmp_path_factory.mktemp("sentences")
+    config = tmp / "config.yaml"
+    config.write_text((ROOT / "tests/tiny_sentences.yaml").read_text().replace("PLACEHOLDER", str(tmp)))
+    res = subprocess.run([sys.executable, str(ROOT / "recipes/sentences/run.py"), "--config", str(config)],
+                         capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return tmp, res

@@ -11,17 +11,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_sentences(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sentences")
-    config = tmp / "config.yaml"
-    config.write_text((ROOT / "tests/tiny_sentences.yaml").read_text().replace("PLACEHOLDER", str(tmp)))
-    res = subprocess.run([sys.executable, str(ROOT / "recipes/sentences/run.py"), "--config", str(config)],
-                         capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return tmp, res
-
-
 @pytest.mark.espeak
 def test_recipe_compares_decoders_with_a_tuned_lm(tiny_sentences):
     tmp, res = tiny_sentences
