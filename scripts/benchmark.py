@@ -369,7 +369,9 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="timed seconds per throughput measure")
     p.add_argument("--files", type=int, default=100, help="files transcribed for the RTF")
     p.add_argument("--scoring-utts", type=int, default=100000)
-    p.add_argument("--sections", default="gemm,model,training,wave,naive,transcribe,memory,scoring,stream,serve")
+    p.add_argument("--sections", default="gemm,model,training,wave,naive,transcribe,memory,scoring,stream,serve,"
+                   "export,tensorboard")
+    p.add_argument("--export-files", type=int, default=60, help="~2 s test files per export variant")
     p.add_argument("--stream-utts", type=int, default=200, help="test utterances streamed per setting")
     p.add_argument("--serve-streams", type=int, default=16)
     p.add_argument("--serve-seconds", type=float, default=60.0)
@@ -437,6 +439,11 @@ def main() -> None:
         r["scoring_1core"] = bench_scoring(args.scoring_utts)
     if sections & {"stream", "serve"}:
         live_sections(r, cfg, model_path, sections, args)
+    if "export" in sections:
+        import bench_ship
+
+        test = read_manifest(RecipePaths.of(cfg).manifest(cfg.test_splits[0] if cfg.test_splits else cfg.dev_split))
+        r["export"] = bench_ship.bench_export(model_path, test, args.export_files)
     text = json.dumps(r, indent=1)
     print(text)
     print(markdown(r), file=sys.stderr)
