@@ -9,11 +9,16 @@ __version__ = "0.2.0"
 
 def load(path, device: str = "cpu", int8: bool = False, decode=None, method=None):
     """Load a checkpoint as a :class:`asr.recognizer.Recognizer` (see :func:`asr.recognizer.load`),
-    or an ONNX export directory as a torch-free :class:`asr.lite.LiteRecognizer`."""
+    an ONNX export directory as a torch-free :class:`asr.lite.LiteRecognizer`, or a verified
+    package (``asr package``)."""
     from .lite import is_export, load_lite
 
     if is_export(path):
         return load_lite(path, int8=int8)
+    if str(path).endswith((".tar.gz", ".tgz")):
+        from .package import load_package
+
+        return load_package(path, int8, decode, method)
     from .recognizer import load as _load
 
     return _load(path, device, int8, decode, method)

@@ -124,7 +124,8 @@ def _decoder(args, rec):
 
 def _recognizer(args):
     """What ``--model`` names, with the decoder the command line asks for: an ONNX export
-    directory (``asr export``: the torch-free runtime, greedy decoding) or a checkpoint."""
+    directory (``asr export``: the torch-free runtime, greedy decoding), a package
+    (``asr package``: verified, its LM used by beam_lm) or a checkpoint."""
     from .lite import is_export, load_lite
 
     if is_export(args.model):
@@ -132,6 +133,10 @@ def _recognizer(args):
             raise ConfigError(f"{args.model}: an ONNX export decodes greedily (--method {args.method} "
                               "needs the checkpoint)")
         return load_lite(args.model, int8=args.int8)
+    if str(args.model).endswith((".tar.gz", ".tgz")):
+        from .package import load_package
+
+        return load_package(args.model, int8=args.int8, decode=_decode_config(args), method=args.method)
     from .recognizer import load
 
     rec = load(args.model, int8=args.int8)
@@ -319,6 +324,14 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_package(args) -> int:
+    from .config import to_dict
+    from .package import build_package
+
+    print(build_package(args.exp_dir, args.out, to_dict(_config(args)) if args.config else None))
+    return 0
+
+
 def cmd_lm_build(args) -> int:
     from .lm import build_lm, word_counts, write_lexicon
     from .text import CharTokenizer
@@ -437,6 +450,12 @@ def _model_tool_parsers(sub) -> None:
     p.add_argument("--no-int8", action="store_true", help="skip the int8-quantized graphs")
     p.add_argument("--no-chunk", action="store_true", help="skip the streaming chunk graph")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("package", help="pack an experiment (model, config, LM, results, model card, SHA-256 "
+                       "of every file) into NAME.tar.gz for asr transcribe --model NAME.tar.gz")
+    p.add_argument("exp_dir", help="experiment directory (with best.pt)")
+    p.add_argument("--out", required=True, help="NAME.tar.gz")
+    _add_config(p, required=False)
+    p.set_defaults(func=cmd_package)
     p = sub.add_parser("average", help="average the weights of checkpoints of one model (e.g. its last epochs)")
     p.add_argument("models", nargs="+", help="model files (epoch<k>.pt, best.pt, last.pt, ...)")
     p.add_argument("--out", required=True, help="the averaged model file")

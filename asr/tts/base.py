@@ -42,6 +42,7 @@ class Engine:
     (or :meth:`synthesize` for engines that render a whole batch in one call)."""
 
     name = ""
+    licence = ""                # of the engine and its voices: model cards list it for the data made
     pitch_control = True        # the engine takes a pitch target (else pitch comes from resampling)
 
     def installed(self) -> bool:

