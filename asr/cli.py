@@ -332,6 +332,14 @@ def cmd_package(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .config import to_dict
+    from .report import build_report
+
+    print(build_report(args.exp_dir, to_dict(_config(args)) if args.config else None, args.out))
+    return 0
+
+
 def cmd_lm_build(args) -> int:
     from .lm import build_lm, word_counts, write_lexicon
     from .text import CharTokenizer
@@ -456,6 +464,11 @@ def _model_tool_parsers(sub) -> None:
     p.add_argument("--out", required=True, help="NAME.tar.gz")
     _add_config(p, required=False)
     p.set_defaults(func=cmd_package)
+    p = sub.add_parser("report", help="one HTML page of an experiment: results, figures, training, commands")
+    p.add_argument("exp_dir", help="experiment directory")
+    p.add_argument("--out", help="HTML file (default EXP_DIR/report.html)")
+    _add_config(p, required=False)
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser("average", help="average the weights of checkpoints of one model (e.g. its last epochs)")
     p.add_argument("models", nargs="+", help="model files (epoch<k>.pt, best.pt, last.pt, ...)")
     p.add_argument("--out", required=True, help="the averaged model file")

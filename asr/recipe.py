@@ -34,6 +34,7 @@ from .features import FeatureConfig, build_feature_cache
 from .files import atomic_write_text
 from .lm import LMConfig, build_lm, oov_rate, perplexity, read_lexicon, word_counts, write_lexicon
 from .model import ModelConfig
+from .plots import evaluation_figures
 from .recognizer import Recognizer, load, utterance_features
 from .results import results_markdown, results_table, score_split
 from .runtime import Dist, Runtime
@@ -482,4 +483,5 @@ def decode_stage(r: Recipe) -> dict:
     atomic_write_text(p.exp_dir / "RESULTS.md", results_markdown(r.cfg.name, p.best_model, p.stage_dir / "times.json",
                                                                   results))
     log.info("results:\n%s", results_table(results))
+    evaluation_figures(p.exp_dir, {s: p.manifest(s) for s in [*cfg.test_splits, cfg.dev_split]}, rec)
     return results

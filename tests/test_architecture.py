@@ -15,11 +15,11 @@ PKG = Path(__file__).resolve().parents[1] / "asr"
 LAYERS = [
     {"errors", "config", "files", "audio", "text", "runtime", "align", "decode_config"},
     {"model", "data", "score", "augment", "batching"},
-    {"features", "lm", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro"},
+    {"features", "lm", "plots", "monitor", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro"},
     {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
     {"transcribe", "recognizer", "lite", "export"},
-    {"train", "stream", "package"},
+    {"train", "stream", "package", "report"},
     {"serve"},
     {"recipe", "corpora.stages"},
     {"cli", "__init__", "__main__"},
