@@ -118,3 +118,60 @@ def bench_export(model_path: Path, test_utts: list, n_files: int) -> dict:
         if model_path.exists():
             out["trained"] = bench_export_model(model_path, utts)
     return out
+
+
+def bench_tensorboard(cfg, feats, targets, seconds: float, threads: int, rounds: int = 6) -> dict:
+    """Training throughput (real batches of the recipe's data, the real step) with TensorBoard
+    logging on (every ``train.log_every`` steps), off, and off again (an A/A control that shows
+    the noise of the comparison): every round runs the same batches (about ``seconds`` of
+    work) from the same weights and optimizer state once per setting, in rotating order; ratios
+    are medians of the rounds' paired ratios. ``monitor_share`` is the measured time inside the
+    logging calls over the time of the logged runs (the direct cost)."""
+    import copy
+    import random
+    import statistics
+
+    from asr.batching import BatchIterator
+    from asr.dataset import TrainingSet
+    from asr.monitor import TrainMonitor
+    from asr.runtime import Runtime
+    from asr.text import CharTokenizer
+    from asr.train import make_trainer, train_step
+
+    torch.set_num_threads(threads)
+    it = BatchIterator(feats, targets, cfg.train.max_batch_frames, cfg.augment, seed=0)
+    plan = it.epoch(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        head = TrainingSet([str(i) for i in range(8)], list(feats[:8]), list(targets[:8]), [""] * 8)
+        tr = make_trainer(cfg, head, Path(tmp), CharTokenizer(), Runtime.create("cpu", "off", threads))
+        monitors = {"on": TrainMonitor(tmp, True, cfg.train.log_every), "off": TrainMonitor(tmp, False),
+                    "off_again": TrainMonitor(tmp, False)}
+        batches = [it.collate(plan[k], random.Random(k)) for k in range(len(plan))]
+        t0, n = time.perf_counter(), 0
+        while time.perf_counter() - t0 < seconds and n < len(batches):    # how many batches fill `seconds`
+            train_step(tr, *batches[n])
+            n += 1
+        start = copy.deepcopy((tr.model.state_dict(), tr.opt.state_dict()))
+        names, took, step, in_monitor = list(monitors), {k: [] for k in monitors}, 0, 0.0
+        for r in range(rounds):
+            for name in names[r % 3:] + names[: r % 3]:
+                tr.model.load_state_dict(start[0])
+                tr.opt.load_state_dict(start[1])
+                t0 = time.perf_counter()
+                for x, lens, tgt, tgt_lens in batches[:n]:
+                    loss = train_step(tr, x, lens, tgt, tgt_lens)
+                    step += 1
+                    t1 = time.perf_counter()
+                    monitors[name].step(step, loss or 0.0, tr.opt.param_groups[0]["lr"], tr.grad_norm)
+                    in_monitor += (time.perf_counter() - t1) if name == "on" else 0.0
+                took[name].append(time.perf_counter() - t0)
+        monitors["on"].close()
+    frames = sum(int(b[1].sum()) for b in batches[:n])
+
+    def ratio(a: str, b: str) -> float:
+        return round(statistics.median(x / y for x, y in zip(took[b], took[a])), 4)
+    return {"threads": threads, "log_every": cfg.train.log_every, "rounds": rounds, "batches_per_round": n,
+            "frames_per_s_tensorboard_on": round(frames / min(took["on"])),
+            "frames_per_s_tensorboard_off": round(frames / min(took["off"])),
+            "ratio_on_vs_off_median": ratio("on", "off"), "ratio_off_again_vs_off_median": ratio("off_again", "off"),
+            "monitor_share": round(in_monitor / sum(took["on"]), 6)}

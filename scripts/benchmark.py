@@ -403,7 +403,7 @@ def main() -> None:
             r["gemm"]["bf16"] = skipped
     if "model" in sections:
         r["model_bound"] = bench_model_bound(cfg, args.seconds, 2) if can_train else skipped
-    if sections & {"training", "wave", "naive", "transcribe", "memory"}:
+    if sections & {"training", "wave", "naive", "transcribe", "memory", "tensorboard"}:
         feats, targets, utts = load_train_data(cfg)
     if "training" in sections:
         r["training_1t"] = bench_training(cfg, feats, targets, args.seconds, 1) if can_train else skipped
@@ -439,6 +439,10 @@ def main() -> None:
         r["scoring_1core"] = bench_scoring(args.scoring_utts)
     if sections & {"stream", "serve"}:
         live_sections(r, cfg, model_path, sections, args)
+    if "tensorboard" in sections and can_train:
+        import bench_ship
+
+        r["tensorboard"] = bench_ship.bench_tensorboard(cfg, feats, targets, args.seconds, 2)
     if "export" in sections:
         import bench_ship
 
