@@ -317,6 +317,59 @@ def _transcribe_stream(args) -> int:
     return 0
 
 
+def _model_only(args):
+    """``--model`` as a recognizer (decoder unused): an export, a package or a checkpoint."""
+    from .lite import is_export, load_lite
+
+    if is_export(args.model):
+        return load_lite(args.model, int8=args.int8)
+    if str(args.model).endswith((".tar.gz", ".tgz")):
+        from .package import load_package
+
+        return load_package(args.model, int8=args.int8)
+    from .recognizer import load
+
+    return load(args.model, int8=args.int8)
+
+
+def cmd_align(args) -> int:
+    from .alignment import AlignOptions, align_recording, align_utterances, to_ctm, write_alignment
+
+    rec, opts = _model_only(args), AlignOptions(piece_s=args.piece_s, min_confidence=args.min_confidence)
+    if args.manifest or args.kaldi:
+        if args.audio or not args.output_dir:
+            raise ConfigError("--manifest/--kaldi take no audio file and need --output-dir")
+        if args.kaldi:
+            from .corpora.kaldi import import_kaldi_dir
+
+            utts, bad = import_kaldi_dir(args.kaldi)
+        else:
+            from .data import read_manifest
+
+            utts, bad = read_manifest(args.manifest), []
+        done, problems = align_utterances(rec, utts, args.output_dir, args.formats, opts)
+        for p in problems:
+            log.error("%s: %s", p.id, p.reason)
+        spans = sum(len(a.unaligned) for a in done.values())
+        log.info("aligned %d of %d utterances; %d unaligned spans (%s)", len(done), len(utts), spans,
+                 Path(args.output_dir) / "unaligned.txt")
+        return 1 if problems or spans or bad else 0
+    if not args.audio or (args.text is None) == (args.text_file is None):
+        raise ConfigError("asr align needs one audio file and --text or --text-file (or --manifest/--kaldi)")
+    text = args.text if args.text is not None else Path(args.text_file).read_text(encoding="utf-8")
+    al = align_recording(rec, args.audio, text, opts=opts)
+    uid = Path(args.audio).stem
+    for s in al.unaligned:
+        log.warning("unaligned words %d-%d (%.2f-%.2f s, %s): %s", s.first_word, s.end_word, s.start, s.end,
+                    s.reason, s.text)
+    if args.output_dir:
+        for path in write_alignment(al, Path(args.output_dir) / uid, uid, args.formats):
+            print(path)
+    else:
+        print(to_ctm(al, uid), end="")
+    return 1 if al.unaligned else 0
+
+
 def cmd_export(args) -> int:
     from .export import export_onnx
 
@@ -451,6 +504,24 @@ def _model_tool_parsers(sub) -> None:
     p.add_argument("--arpa-only", action="store_true", help="skip build_binary")
     p.add_argument("--lexicon", help="also write a spelling lexicon of the text's words here")
     p.set_defaults(func=cmd_lm_build)
+    from .alignment import ALIGN_WRITERS
+
+    p = sub.add_parser("align", help="forced alignment of a given transcript: word and unit times "
+                       "(JSON, CTM, Praat TextGrid, SRT); unalignable text reported with its span")
+    p.add_argument("--model", required=True, help="checkpoint, ONNX export directory or package")
+    p.add_argument("audio", nargs="?", help="one recording (any length)")
+    p.add_argument("--text", help="its transcript")
+    p.add_argument("--text-file", help="its transcript, from a file")
+    p.add_argument("--manifest", help="align every utterance of a JSONL manifest to its text")
+    p.add_argument("--kaldi", help="align every utterance of a Kaldi data dir (wav.scp, text, segments)")
+    p.add_argument("--output-dir", help="write <id>.<format> (default for one file: CTM on stdout)")
+    p.add_argument("--formats", default="json,ctm,textgrid,srt", type=_formats(tuple(ALIGN_WRITERS)),
+                   help=f"comma-separated, any of: {','.join(ALIGN_WRITERS)}")
+    p.add_argument("--piece-s", type=float, default=20.0, help="longest piece of audio aligned at once (s)")
+    p.add_argument("--min-confidence", type=float, default=0.02,
+                   help="words aligned with a lower posterior are reported as unaligned")
+    p.add_argument("--int8", action="store_true")
+    p.set_defaults(func=cmd_align)
     p = sub.add_parser("export", help="export a model to ONNX for the torch-free runtime (asr transcribe --model DIR)")
     p.add_argument("--model", required=True, help="checkpoint (best.pt, an averaged model, ...)")
     p.add_argument("--format", choices=["onnx"], default="onnx")

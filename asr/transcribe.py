@@ -16,7 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .align import forced_align, merge_tokens
+from .align import TokenSpan, forced_align, merge_tokens
 from .config import ConfigError
 from .errors import Problem
 from .text import WORD_START
@@ -200,7 +200,12 @@ def align_words(log_probs, ids: list[int], vocab: Sequence[str], frame_s: float,
     mark (BPE)."""
     if not ids:
         return []
-    spans = merge_tokens(*forced_align(as_numpy(log_probs), ids))   # span.score: mean log-posterior
+    return words_from_spans(merge_tokens(*forced_align(as_numpy(log_probs), ids)), vocab, frame_s, offset_s)
+
+
+def words_from_spans(spans: Sequence[TokenSpan], vocab: Sequence[str], frame_s: float, offset_s: float) -> list[Word]:
+    """Aligned token spans -> words with times and confidence (geometric mean posterior of the
+    word's frames)."""
     words, current = [], []
 
     def close() -> None:

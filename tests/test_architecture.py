@@ -18,7 +18,7 @@ LAYERS = [
     {"features", "lm", "plots", "monitor", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro"},
     {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
-    {"transcribe", "recognizer", "lite", "export"},
+    {"transcribe", "recognizer", "lite", "export", "alignment"},
     {"train", "stream", "package", "report"},
     {"serve"},
     {"recipe", "corpora.stages"},
