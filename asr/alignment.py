@@ -24,8 +24,8 @@ from .align import AlignmentError, forced_align, merge_tokens, min_frames
 from .audio import SAMPLE_RATE_HZ, normalize_level
 from .text import normalize_text
 from .errors import Problem
-from .transcribe import (SegmentOptions, Transcription, Word, as_numpy, segment_stream, snap_to_speech,
-                         stream_audio, words_from_spans)
+from .transcribe import (ENERGY_HOP_S, ENERGY_WIN_S, SegmentOptions, Transcription, Word, as_numpy,
+                         frame_energy_db, segment_stream, stream_audio, words_from_spans)
 
 EPS = "<eps>"
 MAX_CELLS = 3e7           # largest trellis aligned at once: ~150 MB (log-probs per state + back pointers)
@@ -192,13 +192,60 @@ def _align_block(rec, pieces: Sequence[_Piece], words: Sequence[str], a: int, b:
     aligned = [Word(w.word, t(w.start, False), t(w.end, True), w.confidence)
                for w in words_from_spans(spans, vocab, 1.0, 0.0)]
     if opts.snap_words and audio is not None:
-        aligned = snap_to_speech(aligned, audio, start, SegmentOptions())
+        aligned = refine_to_speech(aligned, audio, start)
     for i, w in enumerate(aligned):
         w.word = words[a + i]
         if w.confidence < opts.min_confidence:
             _report_weak(out, a + i, w, opts)
     out.words += aligned
     out.units += [Unit(vocab[s.token], t(s.start, False), t(s.end, True)) for s in spans if vocab[s.token] != " "]
+
+
+def speech_runs(audio: np.ndarray, opts: SegmentOptions = SegmentOptions(), bridge_s: float = 0.08,
+                min_s: float = 0.03) -> list[tuple[float, float]]:
+    """Stretches of speech (s from the start of ``audio``) by frame energy, the rule of
+    ``transcribe.pauses``; gaps under ``bridge_s`` are bridged, runs under ``min_s`` dropped."""
+    db = frame_energy_db(audio)
+    level = max(np.percentile(db, 10) + opts.threshold_db, np.percentile(db, 90) - opts.speech_range_db)
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], (db >= level).astype(int), [0]])))
+    runs: list[list[float]] = []
+    for a, b in zip(edges[::2] * ENERGY_HOP_S, edges[1::2] * ENERGY_HOP_S + ENERGY_WIN_S - ENERGY_HOP_S):
+        if runs and a - runs[-1][1] < bridge_s:
+            runs[-1][1] = b
+        else:
+            runs.append([a, b])
+    return [(a, b) for a, b in runs if b - a >= min_s]
+
+
+def refine_to_speech(words: list[Word], audio: np.ndarray, offset_s: float, reach_s: float = 0.6) -> list[Word]:
+    """Word boundaries moved onto the speech they stand for. A BiLSTM CTC model fires early,
+    often on the silence before a word, so each word goes to the speech stretch that contains
+    its aligned midpoint or, when the midpoint is in a pause, the next stretch within
+    ``reach_s``; the words of one stretch share it, cut where the next word's alignment starts
+    plus the model's lag (how much earlier than the speech the first words of stretches were
+    aligned, median). A word with no stretch in reach keeps its aligned times."""
+    runs = [(a + offset_s, b + offset_s) for a, b in speech_runs(audio)]
+    home: list[int | None] = []
+    k = 0
+    for w in words:
+        mid = (w.start + w.end) / 2
+        while k < len(runs) and runs[k][1] <= mid:
+            k += 1
+        home.append(k if k < len(runs) and runs[k][0] - mid <= reach_s else None)
+    firsts = [i for i, k in enumerate(home) if k is not None and (i == 0 or home[i - 1] != k)]
+    # how early this model fires here: measured on the words that begin a stretch, applied to
+    # the boundaries inside stretches (between words with no pause)
+    lag = float(np.clip(np.median([runs[home[i]][0] - words[i].start for i in firsts]), 0, reach_s)) if firsts else 0.0
+    out = [Word(w.word, w.start, w.end, w.confidence) for w in words]
+    for i, (w, k) in enumerate(zip(out, home)):
+        if k is None:
+            continue
+        a, b = runs[k]
+        first = i == 0 or home[i - 1] != k
+        last = i == len(out) - 1 or home[i + 1] != k
+        w.start = round(a if first else out[i - 1].end, 3)
+        w.end = round(b if last else min(max(words[i + 1].start + lag, w.start), b), 3)
+    return out
 
 
 def _report_weak(out: Alignment, i: int, w: Word, opts: AlignOptions) -> None:

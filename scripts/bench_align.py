@@ -2,7 +2,8 @@
 """Forced-alignment benchmark (`asr align`), JSON:
 
 1. ``boundaries``: words synthesized one at a time (espeak-ng, several voices never in training)
-   and joined with known gaps of quiet noise, so every word's true start and end are known
+   and joined with known gaps of quiet noise (0.15-0.5 s, and 0.02-0.08 s: ``boundaries_tight``,
+   where energy cannot tell the words apart), so every word's true start and end are known
    (the first and last sample within 30 dB of the word's peak); the transcript is aligned and
    the median and p90 |error| of word starts and ends are reported;
 2. ``memory``: test utterances joined into one recording of ``--minutes`` (default 60) and
@@ -52,12 +53,13 @@ def trimmed_word(word: str, voice: str, tmp: Path) -> np.ndarray:
     return (0.5 * x / (np.abs(x).max() + 1e-9)).astype(np.float32)
 
 
-def joined_words(rng: np.random.Generator, n: int, voice: str, tmp: Path) -> tuple[np.ndarray, list[str], list[tuple]]:
-    """``n`` random digit words in one voice, joined with 0.15-0.5 s gaps: (audio, words,
+def joined_words(rng: np.random.Generator, n: int, voice: str, tmp: Path, gaps: tuple[float, float] = (0.15, 0.5)
+                 ) -> tuple[np.ndarray, list[str], list[tuple]]:
+    """``n`` random digit words in one voice, joined with ``gaps`` (s, uniform): (audio, words,
     true (start, end) in seconds)."""
     parts, words, truth, t = [], [], [], 0.0
     for _ in range(n):
-        gap = (GAP_NOISE * rng.standard_normal(int(rng.uniform(0.15, 0.5) * SAMPLE_RATE_HZ))).astype(np.float32)
+        gap = (GAP_NOISE * rng.standard_normal(int(rng.uniform(*gaps) * SAMPLE_RATE_HZ))).astype(np.float32)
         words.append(DIGITS[rng.integers(len(DIGITS))])
         x = trimmed_word(words[-1], voice, tmp)
         t += gap.size / SAMPLE_RATE_HZ
@@ -68,7 +70,8 @@ def joined_words(rng: np.random.Generator, n: int, voice: str, tmp: Path) -> tup
     return np.concatenate(parts), words, truth
 
 
-def boundaries(model: str, n_words: int, words_per_file: int, tmp: Path, seed: int = 0) -> dict:
+def boundaries(model: str, n_words: int, words_per_file: int, tmp: Path, seed: int = 0,
+               gaps: tuple[float, float] = (0.15, 0.5)) -> dict:
     """Median and p90 |error| of aligned word starts and ends against the true ones (ms)."""
     import asr
     from asr.alignment import align_recording
@@ -76,7 +79,7 @@ def boundaries(model: str, n_words: int, words_per_file: int, tmp: Path, seed: i
     rec, rng = asr.load(model), np.random.default_rng(seed)
     starts, ends, unaligned, files = [], [], 0, 0
     for f in range(0, n_words, words_per_file):
-        audio, words, truth = joined_words(rng, min(words_per_file, n_words - f), VOICES[files % len(VOICES)], tmp)
+        audio, words, truth = joined_words(rng, min(words_per_file, n_words - f), VOICES[files % len(VOICES)], tmp, gaps)
         files += 1
         al = align_recording(rec, audio, " ".join(words), SAMPLE_RATE_HZ)
         unaligned += sum(s.end_word - s.first_word for s in al.unaligned)
@@ -84,7 +87,7 @@ def boundaries(model: str, n_words: int, words_per_file: int, tmp: Path, seed: i
             starts += [abs(w.start - a) for w, (a, _) in zip(al.words, truth)]
             ends += [abs(w.end - b) for w, (_, b) in zip(al.words, truth)]
     s, e = np.array(starts) * 1000, np.array(ends) * 1000
-    return {"words": n_words, "files": files, "voices": VOICES, "measured_words": int(s.size),
+    return {"words": n_words, "files": files, "gaps_s": list(gaps), "voices": VOICES, "measured_words": int(s.size),
             "unaligned_words": unaligned,
             "median_start_error_ms": round(float(np.median(s)), 1), "p90_start_error_ms": round(float(np.percentile(s, 90)), 1),
             "median_end_error_ms": round(float(np.median(e)), 1), "p90_end_error_ms": round(float(np.percentile(e, 90)), 1)}
@@ -138,8 +141,10 @@ def main() -> None:
 
     report["code_version"] = code_version()
     with tempfile.TemporaryDirectory() as tmp:
-        if "boundaries" in sections:
+        if "boundaries" in sections:       # pauses between words, and nearly none (energy cannot separate them)
             report["boundaries"] = boundaries(args.model, args.words, args.words_per_file, Path(tmp))
+            report["boundaries_tight"] = boundaries(args.model, args.words, args.words_per_file, Path(tmp),
+                                                    gaps=(0.02, 0.08))
         if "memory" in sections:
             report["memory"] = memory(args.model, read_manifest(args.manifest), args.minutes, Path(tmp))
     text = json.dumps(report, indent=1)
