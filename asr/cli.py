@@ -101,6 +101,7 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--word-score", type=float, default=0.0, help="score added per word")
     g.add_argument("--unk-score", type=float, default=float("-inf"), help="score of an out-of-lexicon word")
     g.add_argument("--tuned", help="a recipe's decode/tuned.json: take lm_weight and word_score from it")
+    g.add_argument("--nbest", type=int, default=1, help="beam decoders: keep K alternatives with scores")
 
 
 def _decode_config(args):
@@ -112,7 +113,7 @@ def _decode_config(args):
         tuned = json.loads(Path(args.tuned).read_text())
         lm_weight, word_score = tuned["lm_weight"], tuned["word_score"]
     cfg = DecodeConfig(method=args.method, beam_size=args.beam_size, lexicon=args.lexicon, lm=args.lm,
-                       lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score)
+                       lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score, nbest=args.nbest)
     cfg.check("decode options")
     return cfg
 
@@ -175,11 +176,26 @@ def cmd_decode(args) -> int:
 
     rec = load(args.model)
     utts = read_manifest(args.manifest)
-    hyps, timing, _ = decode_utterances(rec, utts, decoder=_decoder(args, rec))
+    nbest: dict = {}
+    hyps, timing, _ = decode_utterances(rec, utts, decoder=_decoder(args, rec), nbest=nbest)
     write_kaldi_text(hyps, args.out)
     rates = error_rates({u.id: u.text for u in utts}, hyps)
-    print(json.dumps({**rates.as_dict(), "rtf": round(timing["rtf"], 5)}))
+    extra = {}
+    if args.nbest > 1:
+        extra = _write_nbest(nbest, Path(f"{args.out}.nbest"), {u.id: u.text for u in utts})
+    print(json.dumps({**rates.as_dict(), "rtf": round(timing["rtf"], 5), **extra}))
     return 0
+
+
+def _write_nbest(nbest: dict, path: Path, refs: dict | None = None) -> dict:
+    """``id<TAB>rank<TAB>score<TAB>text`` per alternative; with ``refs``, the N-best oracle WER
+    (each utterance's alternative with the fewest word errors)."""
+    from .score import oracle_wer
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{i}\t{r}\t{sc:.4f}\t{t}\n" for i, alts in sorted(nbest.items())
+                            for r, (t, sc) in enumerate(alts, 1)), encoding="utf-8")
+    return {"nbest_file": str(path), **({"oracle_wer": round(oracle_wer(refs, nbest), 3)} if refs else {})}
 
 
 def _normalizer(args):
@@ -218,9 +234,13 @@ def cmd_evaluate(args) -> int:
 
     rec = load(args.model)
     utts = read_manifest(args.manifest)
-    hyps, timing, _ = decode_utterances(rec, utts, decoder=_decoder(args, rec))
+    nbest: dict = {}
+    hyps, timing, _ = decode_utterances(rec, utts, decoder=_decoder(args, rec), nbest=nbest)
     refs = {u.id: u.text for u in utts}
     report = score_texts(refs, hyps, _normalizer(args), None, args.bootstrap, args.out_dir)
+    if args.nbest > 1:
+        out = Path(args.out_dir or ".") / "hyp.nbest.txt"
+        report["statistics"].update({"nbest": args.nbest, **_write_nbest(nbest, out, refs)})
     if args.out_dir:
         write_kaldi_text(hyps, Path(args.out_dir) / "hyp.txt")
         write_kaldi_text(refs, Path(args.out_dir) / "ref.txt")

@@ -92,7 +92,7 @@ class BeamDecoder:
             if WORD_START not in self.tokens:
                 raise ConfigError(f"subword vocabulary has no bare {WORD_START!r} piece for word boundaries")
         self._decoder = ctc_decoder(
-            lexicon=lexicon, tokens=self.tokens, lm=lm, nbest=1,
+            lexicon=lexicon, tokens=self.tokens, lm=lm, nbest=cfg.nbest,
             beam_size=beam_size or cfg.beam_size,
             beam_size_token=cfg.beam_size_token or None, beam_threshold=cfg.beam_threshold,
             lm_weight=cfg.lm_weight if lm else 0.0, word_score=cfg.word_score if lm else 0.0,
@@ -111,12 +111,21 @@ class BeamDecoder:
         return [self._hypothesis(nbest) for nbest in self._decoder(emissions.contiguous(), lens)]
 
     def _hypothesis(self, nbest: list) -> Hypothesis:
+        """The best of flashlight's N-best list, with the distinct texts of all as alternatives."""
         if not nbest:
             return Hypothesis([], "", float("-inf"))
-        ids = self._clean_ids(nbest[0].tokens.tolist())
-        words = [w for w in nbest[0].words if w != UNK_WORD] if self.with_lm else []
-        text = " ".join(words) if self.with_lm else self.tokenizer.decode(ids)
-        return Hypothesis(ids, text, float(nbest[0].score), words)
+        hyps = []
+        for h in nbest:
+            ids = self._clean_ids(h.tokens.tolist())
+            words = [w for w in h.words if w != UNK_WORD] if self.with_lm else []
+            hyps.append(Hypothesis(ids, " ".join(words) if self.with_lm else self.tokenizer.decode(ids),
+                                   float(h.score), words))
+        seen: dict[str, float] = {}
+        for h in hyps:                 # paths differing only in blanks/silence: one text, best score
+            seen.setdefault(h.text, h.score)
+        best = hyps[0]
+        best.alternatives = list(seen.items()) if len(nbest) > 1 else []
+        return best
 
     # incremental interface (streaming): flashlight's own online decoding
     def begin(self) -> None:
@@ -188,6 +197,8 @@ def make_decoder(tokenizer: Tokenizer, cfg: DecodeConfig, method: str | None = N
     method = method or cfg.method
     if method not in DECODERS:
         raise ConfigError(f"unknown decoding method {method!r} (available: {', '.join(DECODERS)})")
+    if cfg.nbest > 1 and method == "greedy":
+        raise ConfigError(f"nbest={cfg.nbest} needs a beam decoder (method beam or beam_lm); greedy has one path")
     return DECODERS[method](tokenizer, cfg, beam_size)
 
 

@@ -31,9 +31,11 @@ class DecodeConfig:
     tune_lm_weights: tuple[float, ...] = ()   # grid searched on dev by a recipe's tune stage
     tune_word_scores: tuple[float, ...] = ()
     tune_beam_size: int = 50
+    nbest: int = 1                         # beam decoders: alternatives kept per utterance
 
     def check(self, where: str) -> None:
         require(self.beam_size >= 1, f"{where}.beam_size", "must be >= 1")
+        require(1 <= self.nbest <= self.beam_size, f"{where}.nbest", "must be in 1..beam_size")
         require(self.tune_beam_size >= 1, f"{where}.tune_beam_size", "must be >= 1")
         require(self.beam_size_token >= 0, f"{where}.beam_size_token", "must be >= 0")
         require(self.beam_threshold > 0, f"{where}.beam_threshold", "must be > 0")
@@ -54,3 +56,4 @@ class Hypothesis:
     text: str
     score: float = 0.0
     words: list[str] = field(default_factory=list)
+    alternatives: list[tuple[str, float]] = field(default_factory=list)   # N-best (text, score), best first

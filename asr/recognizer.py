@@ -142,17 +142,22 @@ def utterance_features(rec: Recognizer, utts: Sequence[Utterance], cache: dict |
 
 
 def decode_utterances(rec: Recognizer, utts: Sequence[Utterance], cache: dict | None = None,
-                      batch_frames: int = 40000, decoder: Decoder | None = None
+                      batch_frames: int = 40000, decoder: Decoder | None = None, nbest: dict | None = None
                       ) -> tuple[dict[str, str], dict, list[Problem]]:
     """Decode manifest utterances (features from ``cache`` when given, else from audio).
 
     Returns ``{id: hypothesis text}``, timing stats ``{"audio_s", "decode_s", "rtf", "skipped"}``
     and the problems. An utterance whose audio cannot be read gets an empty hypothesis, so it
-    counts as deletions instead of vanishing from the score.
+    counts as deletions instead of vanishing from the score. ``nbest``, when given, receives
+    ``{id: [(text, score), ...]}`` (the decoder's alternatives, or the one best).
     """
     start = time.perf_counter()
     feats, ids, problems = utterance_features(rec, utts, cache)
-    hyps = {i: h.text for i, h in zip(ids, rec.decode_features(feats, batch_frames, decoder))}
+    decoded = rec.decode_features(feats, batch_frames, decoder)
+    hyps = {i: h.text for i, h in zip(ids, decoded)}
+    if nbest is not None:
+        nbest.update({i: h.alternatives or [(h.text, h.score)] for i, h in zip(ids, decoded)})
+        nbest.update({p.id: [("", 0.0)] for p in problems})
     hyps.update({p.id: "" for p in problems})
     elapsed = time.perf_counter() - start
     audio_s = sum(u.duration for u in utts)

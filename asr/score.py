@@ -224,6 +224,17 @@ def error_rates(refs: Mapping[str, str], hyps: Mapping[str, str],
     return totals(score_all(refs, hyps, normalizer))
 
 
+def oracle_wer(refs: Mapping[str, str], nbest: Mapping[str, Sequence[tuple[str, float]]],
+               normalizer: Normalizer | None = None) -> float:
+    """N-best oracle WER (%): every utterance scored by its alternative with the fewest word
+    errors (an upper bound on what rescoring the list could reach)."""
+    check_ids(refs, nbest, "reference", "N-best list")
+    norm = normalizer or Normalizer()
+    best = [min((score_utterance(u, norm(refs[u]), norm(t)) for t, _ in nbest[u] or [("", 0.0)]),
+                key=lambda s: s.errors) for u in sorted(refs)]
+    return totals(best).wer
+
+
 # ---------------------------------------------------------------- breakdowns
 def by_speaker(scores: Sequence[UttScore]) -> dict[str, ErrorRates]:
     groups: dict[str, list[UttScore]] = {}

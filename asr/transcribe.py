@@ -61,6 +61,7 @@ class Segment:
     end: float
     text: str
     words: list[Word] = field(default_factory=list)
+    alternatives: list[dict] = field(default_factory=list)   # N-best: {"text", "score"}, best first
 
 
 @dataclass
@@ -268,7 +269,8 @@ def decode_segments(rec, segs: list[tuple[float, np.ndarray]], opts: SegmentOpti
         words = align_words(lp[: int(n)], hyp.ids, rec.tokenizer.vocab, rec.frame_s, start)
         if opts.snap_words:
             words = snap_to_speech(words, audio, start, opts)
-        out.append(Segment(round(start, 3), round(start + audio.size / SAMPLE_RATE_HZ, 3), hyp.text, words))
+        alts = [{"text": t, "score": round(sc, 4)} for t, sc in getattr(hyp, "alternatives", [])]
+        out.append(Segment(round(start, 3), round(start + audio.size / SAMPLE_RATE_HZ, 3), hyp.text, words, alts))
     return out
 
 
