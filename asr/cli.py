@@ -208,9 +208,12 @@ def _print_report(report: dict, args) -> None:
     from .score import report_markdown
 
     if args.json:
-        print(json.dumps({"summary": report["summary"], "statistics": report["statistics"]}, indent=1))
+        extra = {"confidence": report["confidence"]} if "confidence" in report else {}
+        print(json.dumps({"summary": report["summary"], "statistics": report["statistics"], **extra}, indent=1))
     else:
         print(report_markdown(report))
+        for name, m in report.get("confidence", {}).items():
+            print(f"word confidence ({name}): {json.dumps(m)}")
 
 
 def cmd_score(args) -> int:
@@ -241,11 +244,62 @@ def cmd_evaluate(args) -> int:
     if args.nbest > 1:
         out = Path(args.out_dir or ".") / "hyp.nbest.txt"
         report["statistics"].update({"nbest": args.nbest, **_write_nbest(nbest, out, refs)})
+    if args.confidence:
+        report["confidence"] = _confidence_report(rec, utts, _decoder(args, rec), args.out_dir)
     if args.out_dir:
         write_kaldi_text(hyps, Path(args.out_dir) / "hyp.txt")
         write_kaldi_text(refs, Path(args.out_dir) / "ref.txt")
     report["statistics"]["rtf"] = round(timing["rtf"], 5)
     _print_report(report, args)
+    return 0
+
+
+def _confidence_report(rec, utts, decoder, out_dir) -> dict:
+    """ECE, NCE and error-detection AUROC of word confidences, raw and calibrated (when the model
+    has a calibration); ``out_dir/words_to_check.txt``: hypothesis words below 0.5, least sure first."""
+    from .calibration import metrics
+    from .recognizer import word_confidences
+
+    scored = word_confidences(rec, utts, decoder)
+    conf = [w.confidence for _, ws, _ in scored for w in ws]
+    right = [c for _, _, cs in scored for c in cs]
+    out = {"raw": metrics(conf, right)}
+    cal = rec.calibration
+    if cal is not None:
+        conf = [float(cal(c)) for c in conf]
+        out["calibrated"] = {**metrics(conf, right), "a": round(cal.a, 4), "b": round(cal.b, 4), "fitted_on": cal.fitted_on}
+    if out_dir:
+        rows = sorted(((c, i, w) for (i, ws, _), cs in zip(scored, _chunks(conf, scored)) for w, c in zip(ws, cs)
+                       if c < 0.5), key=lambda r: r[0])
+        path = Path(out_dir) / "words_to_check.txt"
+        path.write_text("".join(f"{i}\t{w.start:.2f}\t{w.end:.2f}\t{c:.3f}\t{w.word}\n" for c, i, w in rows))
+        out["words_to_check"] = {"file": str(path), "words": len(rows)}
+    return out
+
+
+def _chunks(values: list, scored: list) -> list[list]:
+    """``values`` (one per word) cut back into per-utterance lists."""
+    out, k = [], 0
+    for _, ws, _ in scored:
+        out.append(values[k: k + len(ws)])
+        k += len(ws)
+    return out
+
+
+def cmd_calibrate(args) -> int:
+    from .calibration import CALIBRATION_FILE, fit, metrics
+    from .data import read_manifest
+    from .recognizer import load, word_confidences
+
+    rec = load(args.model)
+    scored = word_confidences(rec, read_manifest(args.manifest), _decoder(args, rec))
+    conf = [w.confidence for _, ws, _ in scored for w in ws]
+    right = [c for _, _, cs in scored for c in cs]
+    cal = fit(conf, right, fitted_on=f"{args.manifest} ({args.method})")
+    out = Path(args.out) if args.out else Path(args.model).parent / CALIBRATION_FILE
+    cal.save(out)
+    print(json.dumps({"calibration": str(out), "a": round(cal.a, 4), "b": round(cal.b, 4),
+                      "before": metrics(conf, right), "after": metrics([float(cal(c)) for c in conf], right)}))
     return 0
 
 
@@ -472,7 +526,16 @@ def _scoring_parsers(sub) -> None:
     p.add_argument("--manifest", required=True)
     _add_scoring(p)
     _add_decoding(p)
+    p.add_argument("--confidence", action="store_true",
+                   help="report ECE, NCE and AUROC of word confidence (raw and calibrated) and words to check")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("calibrate", help="fit word-confidence calibration on a dev manifest "
+                       "(written beside the model: used by transcribe, serve, export, package)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--manifest", required=True, help="dev utterances with reference text")
+    p.add_argument("--out", help="default: calibration.json beside the model")
+    _add_decoding(p)
+    p.set_defaults(func=cmd_calibrate)
 
 
 def _transcribe_parser(sub) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .calibration import CALIBRATION_FILE
 from .decode_config import DecodeConfig
 from .errors import AsrError
 from .lite import EXPORT_FORMAT, EXPORT_JSON, sha256
@@ -154,6 +155,9 @@ def export_onnx(model_path: str | Path, out_dir: str | Path, decode: DecodeConfi
             files.append(name.replace(".onnx", ".int8.onnx"))
     np.savez(out / "frontend.npz", **frontend_arrays(rec))
     files.append("frontend.npz")
+    if rec.calibration is not None:                 # word-confidence calibration travels along
+        rec.calibration.save(out / CALIBRATION_FILE)
+        files.append(CALIBRATION_FILE)
     desc = {
         "format": EXPORT_FORMAT,
         "model_config": asdict(model.cfg),

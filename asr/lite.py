@@ -104,6 +104,7 @@ class LiteRecognizer:
     int8: bool = False
     threads: int = 1
     info: dict = field(default_factory=dict)
+    calibration: object = None                  # asr.calibration.Calibration from the export
 
     @property
     def stack(self) -> int:
@@ -181,8 +182,10 @@ def load_lite(path: str | Path, int8: bool = False, threads: int = 1, verify: bo
     with np.load(path / "frontend.npz", allow_pickle=False) as arrays:
         features = LogMel(desc["feature_config"], arrays["window"], arrays["mel"])
     tokenizer = _tokenizer(desc["tokenizer"])
+    from .calibration import beside
+
     return LiteRecognizer(path, desc, features, tokenizer, _session(path / graph, threads), LiteGreedy(tokenizer),
-                          int8, threads, desc.get("info", {}))
+                          int8, threads, desc.get("info", {}), beside(path / EXPORT_JSON))
 
 
 class ChunkRunner:

@@ -19,6 +19,7 @@ import torch
 from .audio import SAMPLE_RATE_HZ, AudioError
 from .checkpoint import load_checkpoint, quantize_int8
 from .batching import pad_batch
+from .calibration import Calibration, beside, label_words
 from .data import Utterance, bucket_batches, load_utterance_audio
 from .decode import DecodeConfig, Decoder, GreedyDecoder, Hypothesis, decode_emissions, make_decoder
 from .errors import Problem
@@ -40,6 +41,7 @@ class Recognizer:
     features: FeatureExtractor
     decoder: Decoder
     info: dict = field(default_factory=dict)
+    calibration: Calibration | None = None     # word confidence -> p(correct), fitted on dev
 
     @classmethod
     def from_model(cls, model: BiLSTMCTC, features: FeatureConfig, tokenizer: Tokenizer,
@@ -111,13 +113,14 @@ def load(path: str | Path, device: str = "cpu", int8: bool = False, decode: Deco
          method: str | None = None) -> Recognizer:
     """Load a self-describing checkpoint as a :class:`Recognizer` (``weights_only=True``: a
     checkpoint can never execute code). ``int8``: dynamically quantized copy for fast CPU
-    inference; ``decode``/``method``: the default decoder (greedy when not given)."""
+    inference; ``decode``/``method``: the default decoder (greedy when not given); a
+    ``calibration.json`` beside the file calibrates word confidences."""
     loaded = load_checkpoint(path)
     model = loaded.model.to(device).eval()
     if int8:
         model = quantize_int8(model)
     decoder = make_decoder(loaded.tokenizer, decode or DecodeConfig(), method)
-    return Recognizer(model, loaded.tokenizer, cached_extractor(loaded.features), decoder, loaded.info)
+    return Recognizer(model, loaded.tokenizer, cached_extractor(loaded.features), decoder, loaded.info, beside(path))
 
 
 def utterance_features(rec: Recognizer, utts: Sequence[Utterance], cache: dict | None = None
@@ -163,3 +166,24 @@ def decode_utterances(rec: Recognizer, utts: Sequence[Utterance], cache: dict | 
     audio_s = sum(u.duration for u in utts)
     return hyps, {"audio_s": audio_s, "decode_s": elapsed, "rtf": elapsed / max(audio_s, 1e-9),
                   "skipped": len(problems)}, problems
+
+
+def word_confidences(rec: Recognizer, utts: Sequence[Utterance], decoder: Decoder | None = None,
+                     calibrated: bool = False) -> list[tuple[str, list, list[bool]]]:
+    """Per utterance ``(id, hypothesis words with times and confidence, whether each is right)``:
+    decoded, aligned on the decoded ids and labelled against the reference (sclite alignment).
+    Raw confidences unless ``calibrated``. Unreadable utterances are left out (and logged)."""
+    from .transcribe import align_words
+
+    feats, ids, _ = utterance_features(rec, utts)
+    emis = rec.emissions(feats)
+    hyps = decode_emissions(decoder or rec.decoder, emis)
+    refs = {u.id: u.text for u in utts}
+    out = []
+    for i, e, h in zip(ids, emis, hyps):
+        words = align_words(e, h.ids, rec.tokenizer.vocab, rec.frame_s, 0.0)
+        if calibrated and rec.calibration is not None:
+            for w in words:
+                w.confidence = round(float(rec.calibration(w.confidence)), 4)
+        out.append((i, words, label_words(refs[i], [w.word for w in words])))
+    return out
