@@ -101,7 +101,9 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--word-score", type=float, default=0.0, help="score added per word")
     g.add_argument("--unk-score", type=float, default=float("-inf"), help="score of an out-of-lexicon word")
     g.add_argument("--tuned", help="a recipe's decode/tuned.json: take lm_weight and word_score from it")
-    g.add_argument("--nbest", type=int, default=1, help="beam decoders: keep K alternatives with scores")
+    g.add_argument("--nbest", type=int, default=1, help="beam/grammar decoders: keep K alternatives with scores")
+    g.add_argument("--grammar", help="restrict the output to a JSGF grammar (.jsgf); implies --method grammar")
+    g.add_argument("--phrases", help="restrict the output to a list of phrases (one per line); implies --method grammar")
 
 
 def _decode_config(args):
@@ -112,8 +114,13 @@ def _decode_config(args):
     if args.tuned:
         tuned = json.loads(Path(args.tuned).read_text())
         lm_weight, word_score = tuned["lm_weight"], tuned["word_score"]
-    cfg = DecodeConfig(method=args.method, beam_size=args.beam_size, lexicon=args.lexicon, lm=args.lm,
-                       lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score, nbest=args.nbest)
+    if args.grammar and args.phrases:
+        raise ConfigError("give --grammar or --phrases, not both")
+    grammar = args.grammar or args.phrases or ""
+    method = "grammar" if grammar else args.method
+    cfg = DecodeConfig(method=method, beam_size=args.beam_size, lexicon=args.lexicon, lm=args.lm,
+                       lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score, nbest=args.nbest,
+                       grammar=grammar)
     cfg.check("decode options")
     return cfg
 
@@ -130,14 +137,14 @@ def _recognizer(args):
     from .lite import is_export, load_lite
 
     if is_export(args.model):
-        if args.method != "greedy":
-            raise ConfigError(f"{args.model}: an ONNX export decodes greedily (--method {args.method} "
+        if args.method != "greedy" or args.grammar or args.phrases:
+            raise ConfigError(f"{args.model}: an ONNX export decodes greedily (--method {_decode_config(args).method} "
                               "needs the checkpoint)")
         return load_lite(args.model, int8=args.int8)
     if str(args.model).endswith((".tar.gz", ".tgz")):
         from .package import load_package
 
-        return load_package(args.model, int8=args.int8, decode=_decode_config(args), method=args.method)
+        return load_package(args.model, int8=args.int8, decode=_decode_config(args))
     from .recognizer import load
 
     rec = load(args.model, int8=args.int8)
@@ -163,7 +170,7 @@ def cmd_serve(args) -> int:
 
     cfg = ServeConfig(workers=args.workers, queue=args.queue, max_streams=args.max_streams,
                       max_upload_mb=args.max_upload_mb, max_stream_s=args.max_stream_s,
-                      idle_timeout_s=args.idle_timeout, method=args.method, decode=_decode_config(args),
+                      idle_timeout_s=args.idle_timeout, method=_decode_config(args).method, decode=_decode_config(args),
                       stream=_stream_config(args))
     serve(load(args.model, int8=args.int8), cfg, args.host, args.port)
     return 0

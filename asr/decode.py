@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .config import ConfigError
 from .decode_config import DECODE_METHODS, DecodeConfig, DecodeMethod, Hypothesis  # noqa: F401  (re-exported)
@@ -171,6 +172,63 @@ class BeamDecoder:
         return out, lens + 1
 
 
+class GrammarDecoder:
+    """Decoding restricted to a finite set of phrases (a JSGF grammar or a phrase list,
+    ``asr.grammar``): each phrase is scored by its CTC log-likelihood (all alignments summed),
+    and the best is the hypothesis; ``nbest`` keeps the runners-up. Exact for the grammar."""
+
+    def __init__(self, tokenizer: Tokenizer, phrases: Sequence[str], nbest: int = 1):
+        if not phrases:
+            raise ConfigError("a grammar decoder needs at least one phrase")
+        self.tokenizer, self.phrases, self.nbest = tokenizer, list(phrases), nbest
+        self.targets = [tokenizer.encode(p) for p in self.phrases]
+        self.flat = torch.tensor([i for t in self.targets for i in t], dtype=torch.long)
+        self.lens = torch.tensor([len(t) for t in self.targets], dtype=torch.long)
+
+    def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[Hypothesis]:
+        out = []
+        k = len(self.phrases)
+        for lp, n in zip(log_probs.detach().float().cpu(), out_lens.tolist()):
+            x = lp[:n].unsqueeze(1).expand(n, k, lp.shape[-1])                 # (T, K, V)
+            nll = F.ctc_loss(x, self.flat, torch.full((k,), n, dtype=torch.long), self.lens, blank=0,
+                             reduction="none", zero_infinity=False)            # (K,): inf if it cannot fit
+            order = torch.argsort(nll).tolist()
+            best = order[0]
+            if not torch.isfinite(nll[best]):          # no phrase fits in so few frames
+                out.append(Hypothesis([], "", float("-inf")))
+                continue
+            hyp = Hypothesis(list(self.targets[best]), self.phrases[best], -float(nll[best]))
+            if self.nbest > 1:
+                hyp.alternatives = [(self.phrases[i], -float(nll[i])) for i in order[: self.nbest] if torch.isfinite(nll[i])]
+            out.append(hyp)
+        return out
+
+    # incremental interface (streaming): the best phrase for the frames so far
+    def begin(self) -> None:
+        self._frames: list[torch.Tensor] = []
+
+    def step(self, log_probs: torch.Tensor) -> None:
+        if log_probs.shape[0]:
+            self._frames.append(log_probs.detach().float().cpu())
+
+    def partial(self) -> Hypothesis:
+        if not self._frames:
+            return Hypothesis([], "", 0.0)
+        lp = torch.cat(self._frames)
+        return self(lp.unsqueeze(0), torch.tensor([lp.shape[0]]))[0]
+
+    def end(self) -> Hypothesis:
+        return self.partial()
+
+
+def _grammar(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> Decoder:
+    from .grammar import load_phrases
+
+    if not cfg.grammar:
+        raise ConfigError("grammar decoding needs decode.grammar (a .jsgf file or a phrase list)")
+    return GrammarDecoder(tokenizer, load_phrases(cfg.grammar, tokenizer), cfg.nbest)
+
+
 def _greedy(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> Decoder:
     return GreedyDecoder(tokenizer)
 
@@ -188,7 +246,7 @@ def _beam_lm(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> 
 
 # method -> factory(tokenizer, cfg, beam_size override); a new decoder is one entry here
 DECODERS: dict[str, Callable[[Tokenizer, DecodeConfig, int | None], Decoder]] = {
-    "greedy": _greedy, "beam": _beam, "beam_lm": _beam_lm}
+    "greedy": _greedy, "beam": _beam, "beam_lm": _beam_lm, "grammar": _grammar}
 
 
 def make_decoder(tokenizer: Tokenizer, cfg: DecodeConfig, method: str | None = None,

@@ -8,7 +8,7 @@ from typing import Literal
 
 from .config import require
 
-DecodeMethod = Literal["greedy", "beam", "beam_lm"]
+DecodeMethod = Literal["greedy", "beam", "beam_lm", "grammar"]
 DECODE_METHODS: tuple[str, ...] = typing.get_args(DecodeMethod)
 
 
@@ -32,6 +32,7 @@ class DecodeConfig:
     tune_word_scores: tuple[float, ...] = ()
     tune_beam_size: int = 50
     nbest: int = 1                         # beam decoders: alternatives kept per utterance
+    grammar: str = ""                      # grammar: a JSGF file (.jsgf) or a phrase list, one per line
 
     def check(self, where: str) -> None:
         require(self.beam_size >= 1, f"{where}.beam_size", "must be >= 1")

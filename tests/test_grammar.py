@@ -1,0 +1,114 @@
+"""asr.grammar + decode.GrammarDecoder: real JSGF files expand to the phrases they accept,
+every mistake names file and line, and decoding with a grammar only says what it allows."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from asr.decode import DecodeConfig, GrammarDecoder, make_decoder
+from asr.grammar import GrammarError, jsgf_phrases, load_phrases, phrase_list
+from asr.text import CharTokenizer
+
+HOME = """#JSGF V1.0;
+grammar home;
+/* a home-automation grammar,
+   as pocketsphinx users write them */
+public <command> = <action> [the] <object> [please];
+<action> = turn on | turn off | open | close;   // verbs
+<object> = light | door | (living room window) | lamp /0.5/ {obj};
+public <count> = (one | two)+ ;
+"""
+
+
+def test_jsgf_expands_to_what_it_accepts(tmp_path):
+    (tmp_path / "home.jsgf").write_text(HOME)
+    phrases = jsgf_phrases(tmp_path / "home.jsgf")
+    assert len(phrases) == 4 * 2 * 4 * 2 + (2 + 4 + 8)          # (one|two)+ up to three times
+    assert "turn on the living room window please" in phrases and "close lamp" in phrases
+    assert "two one two" in phrases and "one one one one" not in phrases
+    assert "the light" not in phrases
+
+
+@pytest.mark.parametrize("text,message", [
+    ("#JSGF V1.0;\ngrammar g;\npublic <a> = hello <b>;\n", "g.jsgf:3: undefined rule <b>"),
+    ("#JSGF V1.0;\ngrammar g;\n\npublic <a> = hello (world;\n", "g.jsgf:4: '(' is never closed"),
+    ("#JSGF V1.0;\ngrammar g;\npublic <a> = hello <a> | x;\n", "g.jsgf:3: rule <a> is recursive"),
+    ("#JSGF V1.0;\ngrammar g;\npublic <a> = hello\n", "g.jsgf:3: missing ';'"),
+    ("#JSGF V1.0;\ngrammar g;\n<a> = hello;\n", "no public rule"),
+    ("#JSGF V1.0;\ngrammar g;\npublic <a> = hello | | x;\n<b> = [;\n", "g.jsgf:4:"),
+    ("#JSGF V1.0;\ngrammar g;\npublic <a> = hello;\n<a> = x;\n", "g.jsgf:4: rule <a> is defined twice"),
+    ("#JSGF V1.0;\ngrammar g;\n\npublic <a> = hello привет;\n", "g.jsgf:4: word 'привет'"),
+    ("#JSGF V1.0;\ngrammar g;\npublic <a> = " + " ".join(["(a|b|c|d|e|f|g|h|i|j)"] * 5) + ";\n",
+     "more than 20000 phrases"),
+])
+def test_grammar_mistakes_name_file_and_line(tmp_path, text, message):
+    (tmp_path / "g.jsgf").write_text(text)
+    with pytest.raises(GrammarError) as err:
+        load_phrases(tmp_path / "g.jsgf", CharTokenizer())
+    assert message in str(err.value)
+
+
+def test_phrase_files(tmp_path):
+    (tmp_path / "p.txt").write_text("# commands\nTurn on the light\n\nopen door 2\n")
+    assert phrase_list(tmp_path / "p.txt") == [(2, "turn on the light"), (4, "open door two")]
+    (tmp_path / "bad.txt").write_text("hello\nпривет мир\n")
+    with pytest.raises(GrammarError, match="bad.txt:2"):
+        load_phrases(tmp_path / "bad.txt", CharTokenizer())
+    (tmp_path / "empty.txt").write_text("# nothing\n")
+    with pytest.raises(GrammarError, match="no phrases"):
+        phrase_list(tmp_path / "empty.txt")
+
+
+def _spell(text: str, tok: CharTokenizer, sure: float) -> torch.Tensor:
+    """(T, V) log-probs: each character then a blank, ``sure`` on the intended unit."""
+    rows = []
+    for c in text:
+        for i in (tok.encode(c)[0], 0):
+            r = torch.full((len(tok),), (1 - sure) / (len(tok) - 1))
+            r[i] = sure
+            rows.append(r.log())
+    return torch.stack(rows)
+
+
+def test_grammar_decoder_only_says_what_the_grammar_allows():
+    tok = CharTokenizer()
+    lp = _spell("turn of the lite", tok, 0.6)            # what a weak model might say
+    greedy = make_decoder(tok, DecodeConfig(), "greedy")(lp[None], torch.tensor([lp.shape[0]]))[0]
+    assert greedy.text == "turn of the lite"
+    dec = GrammarDecoder(tok, ["open the door", "turn off the light", "close the window"], nbest=3)
+    hyp = dec(lp[None], torch.tensor([lp.shape[0]]))[0]
+    assert hyp.text == "turn off the light" and hyp.ids == tok.encode("turn off the light")
+    assert [t for t, _ in hyp.alternatives][0] == hyp.text and len(hyp.alternatives) == 3
+    assert dec(lp[None, :3], torch.tensor([3]))[0].text == ""                 # nothing fits 3 frames
+    dec.begin()
+    for k in range(0, lp.shape[0], 5):
+        dec.step(lp[k: k + 5])
+    assert dec.end().text == "turn off the light"
+
+
+@pytest.mark.espeak
+def test_evaluate_and_transcribe_with_a_grammar(tiny_recipe, tmp_path):
+    tmp = tiny_recipe[0]
+    model, manifest = str(tmp / "exp/best.pt"), tmp / "data/test_unseen.jsonl"
+    utts = [json.loads(line) for line in manifest.read_text().splitlines()]
+    phrases = sorted({u["text"] for u in utts} | {"nine nine nine nine", "oh oh"})
+    (tmp_path / "p.txt").write_text("\n".join(phrases) + "\n")
+    runs = {}
+    for name, extra in (("greedy", []), ("phrases", ["--phrases", str(tmp_path / "p.txt")])):
+        res = subprocess.run([sys.executable, "-m", "asr", "evaluate", "--model", model, "--manifest", str(manifest),
+                              "--json", "--out-dir", str(tmp_path / name), *extra], capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        runs[name] = json.loads(res.stdout)["summary"]["wer"]
+    assert runs["phrases"] <= runs["greedy"]
+    hyps = [line.split(" ", 1)[1] if " " in line else "" for line in (tmp_path / "phrases/hyp.txt").read_text().splitlines()]
+    assert all(h in phrases for h in hyps)
+    grammar = tmp_path / "digits.jsgf"
+    grammar.write_text("#JSGF V1.0;\ngrammar d;\npublic <d> = <x> [<x>] [<x>];\n"
+                       "<x> = zero | oh | one | two | three | four | five | six | seven | eight | nine;\n")
+    res = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", model, utts[0]["audio"],
+                          "--grammar", str(grammar)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    said = res.stdout.split("\t")[1].strip()
+    assert said in jsgf_phrases(grammar)
