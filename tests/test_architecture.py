@@ -13,8 +13,8 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "asr"
 LAYERS = [
-    {"errors", "config", "files", "audio", "text", "runtime", "align", "decode_config"},
-    {"model", "data", "score", "augment", "batching"},
+    {"errors", "config", "files", "audio", "text", "runtime", "align", "decode_config", "grammar"},
+    {"model", "data", "score", "augment", "batching", "calibration"},
     {"features", "lm", "plots", "monitor", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro"},
     {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
