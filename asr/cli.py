@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -92,8 +93,11 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("decoding")
     from .decode_config import DECODE_METHODS
 
-    g.add_argument("--method", "--decoder", dest="method", choices=DECODE_METHODS,
-                   default="greedy", help="greedy, CTC beam search, or lexicon + word LM beam search")
+    g.add_argument("--method", choices=DECODE_METHODS, default="greedy",
+                   help="greedy, CTC beam search, lexicon + word LM beam search, or a grammar")
+    g.add_argument("--decoder", help="a decoder pack made by asr adapt (lexicon, LM, tuned weights), "
+                   "or a method name as --method")
+    g.add_argument("--hotwords", help="beam_lm: words/phrases to boost, one per line (optional weight after a tab)")
     g.add_argument("--beam-size", type=int, default=50)
     g.add_argument("--lexicon", default="", help="beam_lm: spelling lexicon (asr lm build --lexicon)")
     g.add_argument("--lm", default="", help="beam_lm: KenLM .arpa or binary (asr lm build)")
@@ -106,10 +110,28 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--phrases", help="restrict the output to a list of phrases (one per line); implies --method grammar")
 
 
-def _decode_config(args):
-    """The decoding configuration the command line asks for."""
-    from .decode_config import DecodeConfig
+def _decode_config(args, tokenizer=None):
+    """The decoding configuration the command line asks for (``tokenizer``: needed for
+    ``--hotwords``, which add words to the lexicon)."""
+    from .decode_config import DECODE_METHODS, DecodeConfig
 
+    if args.decoder and args.decoder not in DECODE_METHODS:
+        from .adapt import is_pack, pack_decode, with_hotwords
+
+        if not is_pack(args.decoder):
+            raise ConfigError(f"--decoder {args.decoder}: neither a method ({', '.join(DECODE_METHODS)}) "
+                              "nor a decoder pack (make one with asr adapt)")
+        cfg = replace(pack_decode(args.decoder), nbest=args.nbest)
+        if args.hotwords:
+            if tokenizer is None:
+                raise ConfigError("--hotwords cannot be used here")
+            cfg = with_hotwords(cfg, args.hotwords, tokenizer)
+        cfg.check("decoder pack")
+        return cfg
+    if args.decoder:
+        args.method = args.decoder
+    if args.hotwords:
+        raise ConfigError("--hotwords boosts a decoder pack's LM: give --decoder PACK (asr adapt)")
     lm_weight, word_score = args.lm_weight, args.word_score
     if args.tuned:
         tuned = json.loads(Path(args.tuned).read_text())
@@ -127,7 +149,7 @@ def _decode_config(args):
 
 def _decoder(args, rec):
     """The decoder the command line asks for."""
-    return rec.make_decoder(_decode_config(args))
+    return rec.make_decoder(_decode_config(args, rec.tokenizer))
 
 
 def _recognizer(args):
@@ -137,7 +159,7 @@ def _recognizer(args):
     from .lite import is_export, load_lite
 
     if is_export(args.model):
-        if args.method != "greedy" or args.grammar or args.phrases:
+        if args.method != "greedy" or args.grammar or args.phrases or args.decoder:
             raise ConfigError(f"{args.model}: an ONNX export decodes greedily (--method {_decode_config(args).method} "
                               "needs the checkpoint)")
         return load_lite(args.model, int8=args.int8)
@@ -168,11 +190,13 @@ def cmd_serve(args) -> int:
     from .recognizer import load
     from .serve import ServeConfig, serve
 
+    rec = load(args.model, int8=args.int8)
+    decode = _decode_config(args, rec.tokenizer)
     cfg = ServeConfig(workers=args.workers, queue=args.queue, max_streams=args.max_streams,
                       max_upload_mb=args.max_upload_mb, max_stream_s=args.max_stream_s,
-                      idle_timeout_s=args.idle_timeout, method=_decode_config(args).method, decode=_decode_config(args),
+                      idle_timeout_s=args.idle_timeout, method=decode.method, decode=decode,
                       stream=_stream_config(args))
-    serve(load(args.model, int8=args.int8), cfg, args.host, args.port)
+    serve(rec, cfg, args.host, args.port)
     return 0
 
 
@@ -451,6 +475,18 @@ def cmd_align(args) -> int:
     return 1 if al.unaligned else 0
 
 
+def cmd_adapt(args) -> int:
+    from .adapt import build_pack
+    from .data import read_manifest
+
+    dev = read_manifest(args.dev) if args.dev else None
+    pack = build_pack(_model_only(args), args.text, args.out, args.order, dev)
+    desc = json.loads((pack / "decoder.json").read_text())
+    print(json.dumps({"pack": str(pack), "words": desc["words"], "sentences": desc["sentences"],
+                      "tuned": {k: v for k, v in (desc["tuned"] or {}).items() if k != "grid"} or None}))
+    return 0
+
+
 def cmd_export(args) -> int:
     from .export import export_onnx
 
@@ -612,6 +648,15 @@ def _model_tool_parsers(sub) -> None:
                    help="words aligned with a lower posterior are reported as unaligned")
     p.add_argument("--int8", action="store_true")
     p.set_defaults(func=cmd_align)
+    p = sub.add_parser("adapt", help="a decoder pack for your vocabulary from text alone: lexicon + n-gram LM "
+                       "(+ LM weights tuned on a dev manifest); use it with --decoder PACK")
+    p.add_argument("--model", required=True)
+    p.add_argument("--text", required=True, help="domain text, one sentence per line")
+    p.add_argument("--out", required=True, help="pack directory")
+    p.add_argument("--dev", help="a dev manifest to tune the LM weight and word score on")
+    p.add_argument("--order", type=int, default=3)
+    p.add_argument("--int8", action="store_true")
+    p.set_defaults(func=cmd_adapt)
     p = sub.add_parser("export", help="export a model to ONNX for the torch-free runtime (asr transcribe --model DIR)")
     p.add_argument("--model", required=True, help="checkpoint (best.pt, an averaged model, ...)")
     p.add_argument("--format", choices=["onnx"], default="onnx")

@@ -19,7 +19,7 @@ LAYERS = [
     {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
     {"transcribe", "recognizer", "lite", "export", "alignment"},
-    {"train", "stream", "package", "report"},
+    {"train", "stream", "package", "report", "adapt"},
     {"serve"},
     {"recipe", "corpora.stages"},
     {"cli", "__init__", "__main__"},
