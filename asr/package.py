@@ -61,12 +61,12 @@ def _collect(exp_dir: Path, config: dict) -> dict[str, Path]:
             files[name] = exp_dir / name
     if (exp_dir / "decode" / "tuned.json").is_file():
         files["tuned.json"] = exp_dir / "decode" / "tuned.json"
-    lm_dir = Path(config.get("data_dir", "")) / "lm"
+    lm_dir = Path(config["data_dir"]) / "lm" if config.get("data_dir") else None   # never the cwd's lm/
     decode = config.get("decode", {})
-    for name, given, default in (("lexicon.txt", decode.get("lexicon"), lm_dir / "lexicon.txt"),
-                                 ("lm.bin", decode.get("lm"), lm_dir / "lm.bin")):
+    for name, given, default in (("lexicon.txt", decode.get("lexicon"), lm_dir and lm_dir / "lexicon.txt"),
+                                 ("lm.bin", decode.get("lm"), lm_dir and lm_dir / "lm.bin")):
         path = Path(given) if given else default
-        if path.is_file():
+        if path is not None and path.is_file():
             files[name if not str(path).endswith(".arpa") else "lm.arpa"] = path
     return files
 
