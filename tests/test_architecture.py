@@ -22,7 +22,7 @@ LAYERS = [
     {"train", "stream", "package", "report", "adapt"},
     {"serve"},
     {"recipe", "corpora.stages"},
-    {"cli", "__init__", "__main__"},
+    {"cli", "cli_common", "cli_tools", "__init__", "__main__"},
 ]
 LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}
 
