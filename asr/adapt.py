@@ -153,6 +153,8 @@ def boost_arpa(src: Path, dst: Path, words: dict[str, float]) -> list[str]:
     """Copy an ARPA file raising the unigram log10 probability of ``words`` by their weight
     (natural log); words it lacks are added. Returns the added words."""
     lines = src.read_text(encoding="utf-8").splitlines()
+    if "\\1-grams:" not in lines or not any(line.startswith("ngram 1=") for line in lines):
+        raise PackError(f"{src}: not an ARPA language model (no \\1-grams: section)")
     start = lines.index("\\1-grams:")
     end = next(i for i in range(start + 1, len(lines)) if not lines[i].strip() or lines[i].startswith("\\"))
     seen, base = set(), UNK_LOG10

@@ -25,7 +25,7 @@ from .audio import SAMPLE_RATE_HZ, normalize_level
 from .text import normalize_text
 from .errors import Problem
 from .transcribe import (ENERGY_HOP_S, ENERGY_WIN_S, SegmentOptions, Transcription, Word, as_numpy,
-                         frame_energy_db, segment_stream, stream_audio, words_from_spans)
+                         frame_energy_db, kaldi_id, segment_stream, stream_audio, words_from_spans)
 
 EPS = "<eps>"
 MAX_CELLS = 3e7           # largest trellis aligned at once: ~150 MB (log-probs per state + back pointers)
@@ -167,6 +167,8 @@ def align_recording(rec, source: str | Path | np.ndarray, text: str, sample_rate
         x = np.concatenate([next(audio)[1] for _ in range(p0, p1)]) if audio is not None else None
         if b > a:
             _align_block(rec, pieces[p0:p1], words, a, b, x, opts, result)
+    if not pieces:                                      # no audio at all: nothing is dropped silently
+        result.unaligned.append(Unaligned(0, len(words), " ".join(words), 0.0, 0.0, "no audio to align to"))
     return result
 
 
@@ -340,7 +342,7 @@ def align_utterances(rec, utts, out_dir: str | Path, formats: Sequence[str], opt
             problems.append(Problem(u.id, str(e)))
             continue
         done[u.id] = al
-        write_alignment(al, out_dir / u.id, u.id, formats)
+        write_alignment(al, out_dir / kaldi_id(u.id).replace("..", "_"), u.id, formats)   # ids never leave out_dir
         spans += [f"{u.id}\t{s.first_word}-{s.end_word}\t{s.start:.2f}-{s.end:.2f}\t{s.reason}\t{s.text}"
                   for s in al.unaligned]
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,9 @@ the AUROC of detecting word errors, before and after, with a list of the words t
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -17,6 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from .errors import AsrError
+
+log = logging.getLogger(__name__)
 
 CALIBRATION_FORMAT = "asr-calibration-v1"
 CALIBRATION_FILE = "calibration.json"
@@ -41,6 +45,7 @@ class Calibration:
     b: float = 0.0
     fitted_on: str = ""
     words: int = 0
+    model_sha256: str = ""       # the model file it was fitted for ("": any)
 
     def __call__(self, confidence):
         return 1.0 / (1.0 + np.exp(-(self.a * _logit(confidence) + self.b)))
@@ -54,17 +59,33 @@ class Calibration:
     def load(cls, path: str | Path) -> "Calibration":
         try:
             d = json.loads(Path(path).read_text())
-            if d.pop("format") != CALIBRATION_FORMAT:
-                raise ValueError(f"expected format {CALIBRATION_FORMAT}")
-            return cls(float(d["a"]), float(d["b"]), str(d.get("fitted_on", "")), int(d.get("words", 0)))
+            if not isinstance(d, dict) or d.pop("format", None) != CALIBRATION_FORMAT:
+                raise ValueError(f"expected a JSON object of format {CALIBRATION_FORMAT}")
+            return cls(float(d["a"]), float(d["b"]), str(d.get("fitted_on", "")), int(d.get("words", 0)),
+                       str(d.get("model_sha256", "")))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CalibrationError(f"{path}: not a calibration file ({e})") from None
 
 
 def beside(model_path: str | Path) -> Calibration | None:
-    """The calibration stored next to a model file, if any."""
+    """The calibration stored next to a model file, if any and if it was fitted for this very
+    file (another checkpoint in the folder, e.g. an earlier epoch, gets none, with a warning)."""
     path = Path(model_path).parent / CALIBRATION_FILE
-    return Calibration.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    cal = Calibration.load(path)
+    if cal.model_sha256 and Path(model_path).is_file() and cal.model_sha256 != file_sha256(model_path):
+        log.warning("%s was fitted for another model file than %s: not used", path, model_path)
+        return None
+    return cal
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def label_words(ref: str, hyp: Sequence[str]) -> list[bool]:

@@ -337,11 +337,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(fn, what: str) -> int:
-    """Run ``fn``: an :class:`AsrError` (bad input, config or environment) becomes one line and
+    """Run ``fn``: an :class:`AsrError` (bad input, config or environment) or an ``OSError`` (a
+    missing or unreadable file, named in its message) becomes one line and
     exit 2; anything else is a bug and keeps its traceback."""
     try:
         return fn()
-    except AsrError as e:
+    except (AsrError, OSError, UnicodeDecodeError) as e:   # bad input, config, environment; a missing file
         print(f"{what}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -93,7 +93,11 @@ def cmd_calibrate(args) -> int:
     scored = word_confidences(rec, read_manifest(args.manifest), _decoder(args, rec))
     conf = [w.confidence for _, ws, _ in scored for w in ws]
     right = [c for _, _, cs in scored for c in cs]
-    cal = fit(conf, right, fitted_on=f"{args.manifest} ({args.method})")
+    from dataclasses import replace
+
+    from .calibration import file_sha256
+
+    cal = replace(fit(conf, right, fitted_on=f"{args.manifest} ({args.method})"), model_sha256=file_sha256(args.model))
     out = Path(args.out) if args.out else Path(args.model).parent / CALIBRATION_FILE
     cal.save(out)
     print(json.dumps({"calibration": str(out), "a": round(cal.a, 4), "b": round(cal.b, 4),

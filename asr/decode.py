@@ -22,6 +22,7 @@ from .errors import MissingFileError
 from .lm import LEXICON_HINT, require_file
 from .text import WORD_START, Tokenizer
 
+PHRASE_CHUNK = 256    # grammar phrases scored at once (bounds ctc_loss's working memory)
 SIL_TOKEN = "|"       # flashlight's word boundary; stands for the tokenizer's space
 UNK_WORD = "<unk>"
 
@@ -189,9 +190,7 @@ class GrammarDecoder:
         out = []
         k = len(self.phrases)
         for lp, n in zip(log_probs.detach().float().cpu(), out_lens.tolist()):
-            x = lp[:n].unsqueeze(1).expand(n, k, lp.shape[-1])                 # (T, K, V)
-            nll = F.ctc_loss(x, self.flat, torch.full((k,), n, dtype=torch.long), self.lens, blank=0,
-                             reduction="none", zero_infinity=False)            # (K,): inf if it cannot fit
+            nll = torch.cat([self._nll(lp[:n], a, min(a + PHRASE_CHUNK, k)) for a in range(0, k, PHRASE_CHUNK)])
             order = torch.argsort(nll).tolist()
             best = order[0]
             if not torch.isfinite(nll[best]):          # no phrase fits in so few frames
@@ -202,6 +201,14 @@ class GrammarDecoder:
                 hyp.alternatives = [(self.phrases[i], -float(nll[i])) for i in order[: self.nbest] if torch.isfinite(nll[i])]
             out.append(hyp)
         return out
+
+    def _nll(self, lp: torch.Tensor, a: int, b: int) -> torch.Tensor:
+        """CTC negative log-likelihood of phrases a..b-1 on (T, V) ``lp`` (inf: cannot fit)."""
+        n, k = lp.shape[0], b - a
+        start = int(self.lens[:a].sum())
+        flat = self.flat[start: start + int(self.lens[a:b].sum())]
+        return F.ctc_loss(lp.unsqueeze(1).expand(n, k, lp.shape[-1]), flat, torch.full((k,), n, dtype=torch.long),
+                          self.lens[a:b], blank=0, reduction="none", zero_infinity=False)
 
     # incremental interface (streaming): the best phrase for the frames so far
     def begin(self) -> None:

@@ -46,6 +46,7 @@ def _strip_comments(text: str) -> str:
 def parse_rules(text: str, where: str) -> dict[str, _Rule]:
     """The rules of a JSGF text: name -> rule (with the line it starts on)."""
     text = _strip_comments(text)
+    text = re.sub(r"\{[^}]*\}", lambda m: re.sub(r"[^\n]", " ", m.group()), text)   # tags may hold ';'
     tail = text.rsplit(";", 1)[-1] if ";" in text else text
     if tail.strip():
         raise GrammarError(f"{where}:{text.count(chr(10), 0, len(text) - len(tail.lstrip())) + 1}: "
@@ -112,7 +113,8 @@ class _Expander:
         out: set[tuple[str, ...]] = {()}
         while self.i < len(self.toks) and self.toks[self.i] not in ("|", ")", "]"):
             item = self.item()
-            out = self._check({a + b for a in out for b in item})
+            self._check(range(len(out) * len(item)))          # before building the product
+            out = {a + b for a in out for b in item}
         return out
 
     def item(self) -> set[tuple[str, ...]]:
@@ -138,6 +140,7 @@ class _Expander:
         if self.i < len(self.toks) and self.toks[self.i] in ("*", "+"):
             low = 0 if self.toks[self.i] == "*" else 1
             self.i += 1
+            self._check(range(sum(len(atom) ** n for n in range(low, MAX_REPEAT + 1))))
             atom = self._check({tuple(itertools.chain(*c)) for n in range(low, MAX_REPEAT + 1)
                                 for c in itertools.product(atom, repeat=n)})
         return atom

@@ -182,10 +182,15 @@ def load_lite(path: str | Path, int8: bool = False, threads: int = 1, verify: bo
     with np.load(path / "frontend.npz", allow_pickle=False) as arrays:
         features = LogMel(desc["feature_config"], arrays["window"], arrays["mel"])
     tokenizer = _tokenizer(desc["tokenizer"])
-    from .calibration import beside
+    from .calibration import CALIBRATION_FILE, Calibration
 
+    calibration = None
+    if (path / CALIBRATION_FILE).is_file():             # checked against the model when exported
+        if verify:
+            read_export(path, (CALIBRATION_FILE,))
+        calibration = Calibration.load(path / CALIBRATION_FILE)
     return LiteRecognizer(path, desc, features, tokenizer, _session(path / graph, threads), LiteGreedy(tokenizer),
-                          int8, threads, desc.get("info", {}), beside(path / EXPORT_JSON))
+                          int8, threads, desc.get("info", {}), calibration)
 
 
 class ChunkRunner:
@@ -198,7 +203,10 @@ class ChunkRunner:
 
     def __init__(self, rec: LiteRecognizer, chunk: int = 8, right: int = 4):
         self.cfg = rec.desc["model_config"]
-        self.session = _session(rec.path / ("chunk.int8.onnx" if rec.int8 else "chunk.onnx"), rec.threads)
+        graph = "chunk.int8.onnx" if rec.int8 else "chunk.onnx"
+        read_export(rec.path, (graph,))                 # present (not a --no-chunk export) and unaltered
+        self.session = _session(rec.path / graph, rec.threads)
+        self.vocab = len(rec.tokenizer.vocab)
         self.chunk, self.right, self.stack = chunk, right, rec.stack
         self.h = np.zeros((self.cfg["layers"], 1, self.cfg["hidden"]), np.float32)
         self.c = np.zeros_like(self.h)
@@ -213,14 +221,14 @@ class ChunkRunner:
         out = []
         while self.feats.shape[0] // self.stack - self.done >= self.chunk + self.right:
             out.append(self._window(self.done + self.chunk + self.right))
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.vocab), np.float32)
 
     def finish(self) -> np.ndarray:
         """Log-probs of the output frames still uncommitted (the last, shorter windows)."""
         n_out, out = self.feats.shape[0] // self.stack, []
         while self.done < n_out:
             out.append(self._window(min(self.done + self.chunk + self.right, n_out)))
-        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.vocab), np.float32)
 
     def _window(self, end: int) -> np.ndarray:
         """Run output frames [done, end); commit the first C of them."""

@@ -48,8 +48,10 @@ class TrainMonitor:
         self.writer.flush()
 
     def close(self) -> None:
+        """Flush and close (idempotent)."""
         if self.writer is not None:
             self.writer.close()
+            self.writer = None
 
 
 def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

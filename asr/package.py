@@ -74,7 +74,9 @@ def _collect(exp_dir: Path, config: dict) -> dict[str, Path]:
 def _training_data(config: dict) -> tuple[list[str], set[str]]:
     """Markdown lines on the training manifest (utterances, hours, engines, voices) and the
     engines of every split the recipe made."""
-    data_dir, lines, engines = Path(config.get("data_dir", "")), [], set()
+    if not config.get("data_dir"):
+        return ["(the recipe config names no data directory)"], set()
+    data_dir, lines, engines = Path(config["data_dir"]), [], set()
     splits = [config.get("train_split", "train"), config.get("dev_split", "dev"), *config.get("test_splits", [])]
     for split in splits:
         path = data_dir / f"{split}.jsonl"
@@ -108,7 +110,8 @@ def model_card(name: str, rec: Recognizer, config: dict, results: dict | None, f
              f"precision {rec.info.get('precision', '?')}",
              f"- decoding: greedy{'; beam search with the included lexicon and KenLM n-gram' if 'lm.bin' in files or 'lm.arpa' in files else ''}",
              "", "## Training and test data", "",
-             "Synthesized speech (TTS engines and voices below, with augmentation), no recorded corpus:", "",
+             ("Synthesized speech (TTS engines and voices below, with augmentation):" if engines else
+              "Training and test data by split (voices/speakers as the manifests name them):"), "",
              *data, "", "## Results", "",
              results_table(results) if results else "(no results.json in the experiment directory)", "",
              "## Licences of the data sources", "",
@@ -133,7 +136,8 @@ def build_package(exp_dir: str | Path, out: str | Path, config: dict | None = No
     files = _collect(exp_dir, config)
     results = json.loads(files["results.json"].read_text()) if "results.json" in files else None
     name = out.name.removesuffix(".tar.gz").removesuffix(".tgz")
-    with tempfile.TemporaryDirectory(dir=out.parent if out.parent.exists() else None) as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)      # the staging dir beside it: os.replace stays on one filesystem
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         stage = Path(tmp) / "pkg"
         stage.mkdir()
         for arc, src in files.items():
@@ -171,7 +175,9 @@ def _verify(folder: Path, archive: Path) -> dict:
         raise PackageError(f"{archive}: {MANIFEST} is not valid JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
         raise PackageError(f"{archive}: not an asr package (expected format {PACKAGE_FORMAT})")
-    listed = manifest.get("sha256", {})
+    listed = manifest.get("sha256")
+    if not isinstance(listed, dict):
+        raise PackageError(f"{archive}: {MANIFEST} has no file list (sha256)")
     present = {p.name for p in folder.iterdir() if not p.name.startswith(".extracted-")} - {MANIFEST}
     for name in sorted(present - set(listed)):
         raise PackageError(f"{archive}: {name} is not listed in {MANIFEST} (added file)")
@@ -208,9 +214,10 @@ def package_decode(folder: Path, decode: DecodeConfig | None = None) -> DecodeCo
     lm = next((folder / n for n in ("lm.bin", "lm.arpa") if (folder / n).is_file()), None)
     if lm is not None and not d.lm:
         d = replace(d, lm=str(lm), lexicon=d.lexicon or str(folder / "lexicon.txt"))
-        if (folder / "tuned.json").is_file():
-            tuned = json.loads((folder / "tuned.json").read_text())
-            d = replace(d, lm_weight=tuned["lm_weight"], word_score=tuned["word_score"])
+        default = DecodeConfig()
+        if (folder / "tuned.json").is_file() and (d.lm_weight, d.word_score) == (default.lm_weight, default.word_score):
+            tuned = json.loads((folder / "tuned.json").read_text())      # the caller's own weights win
+            d = replace(d, lm_weight=tuned.get("lm_weight", d.lm_weight), word_score=tuned.get("word_score", d.word_score))
     return d
 
 

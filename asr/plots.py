@@ -39,13 +39,26 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _records(path: Path) -> list[dict]:
+    """The JSON objects of a JSONL log; a truncated or blank line (an interrupted run) is skipped."""
+    out = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
 def training_figure(exp_dir: str | Path) -> Path | None:
     """Loss, dev WER/CER and learning rate / throughput by epoch from ``train_log.jsonl``."""
     exp_dir = Path(exp_dir)
     log_path = exp_dir / "train_log.jsonl"
     if not log_path.is_file():
         return None
-    recs = [r for r in map(json.loads, log_path.read_text().splitlines()) if "epoch" in r and "loss" in r]
+    recs = [r for r in _records(log_path) if "epoch" in r and "loss" in r]
     if not recs:
         return None
     ep = [r["epoch"] for r in recs]

@@ -1,4 +1,4 @@
-"""``asr report EXP_DIR``: one self-contained HTML page per experiment: the model, the results
+"""``asr report EXP_DIR``: one HTML page per experiment (its figures are PNG files beside it): the model, the results
 table (with bootstrap CIs), the figures (made here when missing), the training log, the stage
 times and the commands that reproduce, inspect and ship the run."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .checkpoint import read_payload
-from .plots import FIG_DIR, evaluation_figures, training_figure
+from .plots import FIG_DIR, _records, evaluation_figures, training_figure
 from .results import code_version
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def _training(exp_dir: Path) -> str:
     path = exp_dir / "train_log.jsonl"
     if not path.is_file():
         return "<p>(no training log)</p>"
-    recs = [r for r in map(json.loads, path.read_text().splitlines()) if "loss" in r]
+    recs = [r for r in _records(path) if "loss" in r]
     return _table(["epoch", "loss", "dev WER %", "dev CER %", "lr", "s", "audio s/s", "skipped", "split"],
                   [[r.get("epoch"), f"{r['loss']:.3f}", f"{r.get('wer', float('nan')):.2f}",
                     f"{r.get('cer', float('nan')):.2f}", f"{r.get('lr', 0):.2e}", f"{r.get('time_s', 0):.0f}",
@@ -73,7 +73,9 @@ def make_figures(exp_dir: Path, config: dict, rec=None) -> None:
     if not (figs / "training.png").is_file():
         training_figure(exp_dir)
     if not all((figs / n).is_file() for n in ("conditions.png", "speakers.png", "confusions.png", "utterance.png")):
-        data = Path(config.get("data_dir", ""))
+        if not config.get("data_dir"):
+            return                          # no data to draw evaluation figures from (never the cwd)
+        data = Path(config["data_dir"])
         splits = [*config.get("test_splits", []), config.get("dev_split", "dev")]
         if rec is None and (exp_dir / "best.pt").is_file():
             from .recognizer import load

@@ -119,20 +119,26 @@ def train(cfg: "RecipeConfig", train_set: TrainingSet, dev_set: TrainingSet, exp
     tr.say("%.2fM parameters, %d train / %d dev utterances, device %s (%s), %d process(es)",
            count_parameters(tr.model) / 1e6, len(train_set.ids), len(dev_set.ids), rt.device,
            rt.precision, rt.dist.world)
-    while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
-        capped = run_epoch(tr)                     # batch steps (mid-epoch state checkpoints)
-        stats = end_epoch(tr, dev_set)             # dev WER, best.pt, last.pt
-        tr.log_record(stats)
-        tr.monitor.epoch(stats, tr.sched.last_epoch)
-        if capped:
-            tr.say("stopping: max_minutes=%s reached", tc.max_minutes)
-            break
+    try:
+        while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
+            capped = run_epoch(tr)                 # batch steps (mid-epoch state checkpoints)
+            stats = end_epoch(tr, dev_set)         # dev WER, best.pt, last.pt
+            tr.log_record(stats)
+            tr.monitor.epoch(stats, tr.sched.last_epoch)
+            if capped:
+                tr.say("stopping: max_minutes=%s reached", tc.max_minutes)
+                break
+    finally:                                       # an interrupted run keeps its scalars
+        tr.monitor.close()
     averaged = average_last_epochs(tr, dev_set)
     if averaged:
         tr.log_record(averaged)
     tr.monitor.close()
     if rt.dist.main:
-        training_figure(exp_dir)
+        try:
+            training_figure(exp_dir)
+        except Exception as e:          # a figure must never fail a finished training
+            log.warning("training figure not drawn: %s: %s", type(e).__name__, e)
     rt.dist.barrier()
     return exp_dir / "best.pt"
 
