@@ -152,3 +152,17 @@ def test_blocks_join_pieces_at_unsure_cuts_and_bound_the_trellis():
     assert blocks(owner, anchored, [50, 50, 50, 50], [4] * 6, max_cells=100)[0] == (0, 1, 0, 2)
     # words before the first anchored one, and pieces without words
     assert blocks([1, 1], [False, True], [10, 10, 10], [3, 3]) == [(0, 2, 0, 2), (2, 3, 2, 2)]
+
+
+def test_manifest_ids_never_write_outside_the_output_dir(tiny_recognizer, tmp_path):
+    from asr.alignment import align_utterances
+    from asr.data import Utterance
+
+    x = (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", x, 16000)
+    out = tmp_path / "deep" / "out"
+    utt = Utterance("../../escape", str(tmp_path / "a.wav"), 1.0, "one", "s")
+    done, problems = align_utterances(tiny_recognizer, [utt], out, ["json"])
+    assert not problems and "../../escape" in done
+    assert not list(tmp_path.glob("escape*")) and not list((tmp_path / "deep").glob("escape*"))
+    assert len(list(out.glob("*.json"))) == 1

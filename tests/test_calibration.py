@@ -82,3 +82,13 @@ def test_calibrate_then_transcribe_evaluate_export(tiny_recipe, tmp_path):
     from asr.lite import load_lite
 
     assert load_lite(tmp_path / "onnx").calibration == cal
+
+
+def test_calibration_applies_only_to_the_model_it_was_fitted_for(tmp_path):
+    from asr.calibration import beside, file_sha256
+
+    (tmp_path / "best.pt").write_bytes(b"model one")
+    (tmp_path / "epoch1.pt").write_bytes(b"model two")
+    Calibration(2.0, -1.0, "dev", 100, file_sha256(tmp_path / "best.pt")).save(tmp_path / "calibration.json")
+    assert beside(tmp_path / "best.pt").a == 2.0
+    assert beside(tmp_path / "epoch1.pt") is None

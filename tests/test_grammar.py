@@ -112,3 +112,8 @@ def test_evaluate_and_transcribe_with_a_grammar(tiny_recipe, tmp_path):
     assert res.returncode == 0, res.stderr
     said = res.stdout.split("\t")[1].strip()
     assert said in jsgf_phrases(grammar)
+
+
+def test_tags_may_hold_semicolons(tmp_path):
+    (tmp_path / "t.jsgf").write_text("#JSGF V1.0;\ngrammar t;\npublic <a> = call {act; x=1} <who>;\n<who> = mom | dad;\n")
+    assert jsgf_phrases(tmp_path / "t.jsgf") == ["call dad", "call mom"]
