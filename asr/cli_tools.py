@@ -229,6 +229,33 @@ def model_tool_parsers(sub) -> None:
     p.add_argument("--arpa-only", action="store_true", help="skip build_binary")
     p.add_argument("--lexicon", help="also write a spelling lexicon of the text's words here")
     p.set_defaults(func=cmd_lm_build)
+    p = sub.add_parser("export", help="export a model to ONNX for the torch-free runtime (asr transcribe --model DIR)")
+    p.add_argument("--model", required=True, help="checkpoint (best.pt, an averaged model, ...)")
+    p.add_argument("--format", choices=["onnx"], default="onnx")
+    p.add_argument("--out", required=True, help="export directory")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8-quantized graphs")
+    p.add_argument("--no-chunk", action="store_true", help="skip the streaming chunk graph")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("package", help="pack an experiment (model, config, LM, results, model card, SHA-256 "
+                       "of every file) into NAME.tar.gz for asr transcribe --model NAME.tar.gz")
+    p.add_argument("exp_dir", help="experiment directory (with best.pt)")
+    p.add_argument("--out", required=True, help="NAME.tar.gz")
+    _add_config(p, required=False)
+    p.set_defaults(func=cmd_package)
+    p = sub.add_parser("report", help="one HTML page of an experiment: results, figures, training, commands")
+    p.add_argument("exp_dir", help="experiment directory")
+    p.add_argument("--out", help="HTML file (default EXP_DIR/report.html)")
+    _add_config(p, required=False)
+    p.set_defaults(func=cmd_report)
+    p = sub.add_parser("average", help="average the weights of checkpoints of one model (e.g. its last epochs)")
+    p.add_argument("models", nargs="+", help="model files (epoch<k>.pt, best.pt, last.pt, ...)")
+    p.add_argument("--out", required=True, help="the averaged model file")
+    p.set_defaults(func=cmd_average)
+    _words_parsers(sub)
+
+
+def _words_parsers(sub) -> None:
+    """align, adapt, calibrate: the words a model gets right, when, and how sure it is."""
     from .alignment import ALIGN_WRITERS
 
     p = sub.add_parser("align", help="forced alignment of a given transcript: word and unit times "
@@ -256,28 +283,6 @@ def model_tool_parsers(sub) -> None:
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--int8", action="store_true")
     p.set_defaults(func=cmd_adapt)
-    p = sub.add_parser("export", help="export a model to ONNX for the torch-free runtime (asr transcribe --model DIR)")
-    p.add_argument("--model", required=True, help="checkpoint (best.pt, an averaged model, ...)")
-    p.add_argument("--format", choices=["onnx"], default="onnx")
-    p.add_argument("--out", required=True, help="export directory")
-    p.add_argument("--no-int8", action="store_true", help="skip the int8-quantized graphs")
-    p.add_argument("--no-chunk", action="store_true", help="skip the streaming chunk graph")
-    p.set_defaults(func=cmd_export)
-    p = sub.add_parser("package", help="pack an experiment (model, config, LM, results, model card, SHA-256 "
-                       "of every file) into NAME.tar.gz for asr transcribe --model NAME.tar.gz")
-    p.add_argument("exp_dir", help="experiment directory (with best.pt)")
-    p.add_argument("--out", required=True, help="NAME.tar.gz")
-    _add_config(p, required=False)
-    p.set_defaults(func=cmd_package)
-    p = sub.add_parser("report", help="one HTML page of an experiment: results, figures, training, commands")
-    p.add_argument("exp_dir", help="experiment directory")
-    p.add_argument("--out", help="HTML file (default EXP_DIR/report.html)")
-    _add_config(p, required=False)
-    p.set_defaults(func=cmd_report)
-    p = sub.add_parser("average", help="average the weights of checkpoints of one model (e.g. its last epochs)")
-    p.add_argument("models", nargs="+", help="model files (epoch<k>.pt, best.pt, last.pt, ...)")
-    p.add_argument("--out", required=True, help="the averaged model file")
-    p.set_defaults(func=cmd_average)
     p = sub.add_parser("calibrate", help="fit word-confidence calibration on a dev manifest "
                        "(written beside the model: used by transcribe, serve, export, package)")
     p.add_argument("--model", required=True)
