@@ -7,17 +7,15 @@ emissions computed once). ``--decoder PACK/`` then decodes with it anywhere (``a
 ``decode``, ``evaluate``, ``serve``).
 
 ``with_hotwords(cfg, FILE)`` biases beam_lm toward the words and phrases of ``FILE`` (one per
-line, an optional weight after a tab or ``:``, default ``HOTWORD_BOOST``): their unigram log
-probabilities in a copy of the pack's ARPA are raised by the weight (natural log), words the LM
-or lexicon lacks are added (as likely as ``<unk>`` before the boost; each listed in a warning),
-and the copy is cached by content.
+line, an optional weight after a tab or ``:``, default ``HOTWORD_BOOST``): each word's LM score
+gets the weight (natural log) at every emission, in any context; words the lexicon lacks are
+added (each listed in a warning).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import math
 import re
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -34,8 +32,6 @@ log = logging.getLogger(__name__)
 PACK_FORMAT = "asr-decoder-pack-v1"
 PACK_JSON = "decoder.json"
 HOTWORD_BOOST = 3.0                 # natural-log bonus per hotword unigram
-MAX_LOG10 = -0.001                  # KenLM refuses positive log probabilities: boosts stop below 0
-UNK_LOG10 = -7.0                    # an added word's log10 unigram before its boost, when the LM has no <unk>
 
 
 class PackError(AsrError):
@@ -120,55 +116,32 @@ def read_hotwords(path: str | Path) -> list[tuple[str, float]]:
 
 
 def with_hotwords(cfg: DecodeConfig, hotwords: str | Path, tokenizer, cache: str | Path | None = None) -> DecodeConfig:
-    """``cfg`` (beam_lm with an ARPA beside its LM) decoding with ``hotwords`` boosted."""
-    arpa = Path(cfg.lm).with_suffix(".arpa")
-    if not arpa.is_file():
-        raise PackError(f"hotwords need the ARPA of the LM ({arpa} not found): decode with a pack from asr adapt")
+    """``cfg`` (beam_lm) decoding with the words of ``hotwords`` boosted (``word_boost``: a bonus
+    on the LM score at every emission of the word, see :func:`asr.decode.biased_lm`). Words the
+    lexicon lacks are spelled with the model's units and added, in a copy cached by content, each
+    named in a warning (the LM scores them as unknown words, plus their boost)."""
+    if not cfg.lexicon or not cfg.lm:
+        raise PackError("hotwords bias beam_lm decoding: give --decoder PACK (asr adapt) or --lexicon and --lm")
     words: dict[str, float] = {}
     for phrase, weight in read_hotwords(hotwords):
         for w in phrase.split():
             if tokenizer.unknown_chars(w):
                 raise PackError(f"{hotwords}: hotword {w!r} has characters outside the model's units")
             words[w] = max(words.get(w, 0.0), weight)
-    key = hashlib.sha256(arpa.read_bytes() + Path(cfg.lexicon).read_bytes() + json.dumps(words, sort_keys=True).encode())
-    folder = Path(cache or arpa.parent / ".hotwords") / key.hexdigest()[:16]
-    if not (folder / "lm.arpa").is_file():
+    lexicon = Path(cfg.lexicon).read_text(encoding="utf-8")
+    known = {line.split(maxsplit=1)[0] for line in lexicon.splitlines() if line.strip()}
+    new = sorted(w for w in words if w not in known)
+    for w in new:
+        log.warning("hotword %r is not in the lexicon %s: added", w, cfg.lexicon)
+    boost = {**cfg.word_boost, **words}
+    if not new:
+        return replace(cfg, word_boost=boost)
+    key = hashlib.sha256(lexicon.encode() + json.dumps(new).encode()).hexdigest()[:16]
+    folder = Path(cache or Path(cfg.lexicon).parent / ".hotwords") / key
+    if not (folder / "lexicon.txt").is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        added = boost_arpa(arpa, folder / "lm.arpa.tmp", words)
-        lexicon = Path(cfg.lexicon).read_text(encoding="utf-8")
-        known = {line.split(" ", 1)[0] for line in lexicon.splitlines()}
-        new = [w for w in words if w not in known]
-        for w in sorted(set(added) | set(new)):
-            log.warning("hotword %r is not in the %s: added", w, "LM or lexicon")
-        (folder / "lexicon.txt").write_text(lexicon, encoding="utf-8")
-        if new:
-            write_lexicon(new, tokenizer, folder / "new.txt")
-            with (folder / "lexicon.txt").open("a", encoding="utf-8") as f:
-                f.write((folder / "new.txt").read_text(encoding="utf-8"))
-        (folder / "lm.arpa.tmp").replace(folder / "lm.arpa")
-    return replace(cfg, lm=str(folder / "lm.arpa"), lexicon=str(folder / "lexicon.txt"))
-
-
-def boost_arpa(src: Path, dst: Path, words: dict[str, float]) -> list[str]:
-    """Copy an ARPA file raising the unigram log10 probability of ``words`` by their weight
-    (natural log); words it lacks are added. Returns the added words."""
-    lines = src.read_text(encoding="utf-8").splitlines()
-    if "\\1-grams:" not in lines or not any(line.startswith("ngram 1=") for line in lines):
-        raise PackError(f"{src}: not an ARPA language model (no \\1-grams: section)")
-    start = lines.index("\\1-grams:")
-    end = next(i for i in range(start + 1, len(lines)) if not lines[i].strip() or lines[i].startswith("\\"))
-    seen, base = set(), UNK_LOG10
-    for i in range(start + 1, end):
-        if lines[i].split("\t")[1:2] == ["<unk>"]:
-            base = float(lines[i].split("\t")[0])     # an added word starts as likely as an unknown one
-        parts = lines[i].split("\t")
-        if len(parts) >= 2 and parts[1] in words:
-            parts[0] = f"{min(MAX_LOG10, float(parts[0]) + words[parts[1]] / math.log(10)):.6f}"
-            lines[i] = "\t".join(parts)
-            seen.add(parts[1])
-    added = [w for w in words if w not in seen]
-    lines[end:end] = [f"{min(MAX_LOG10, base + words[w] / math.log(10)):.6f}\t{w}\t0" for w in added]
-    header = next(i for i, line in enumerate(lines) if line.startswith("ngram 1="))
-    lines[header] = f"ngram 1={int(lines[header].split('=')[1]) + len(added)}"
-    dst.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return added
+        write_lexicon(new, tokenizer, folder / "new.txt")
+        tmp = folder / "lexicon.txt.tmp"
+        tmp.write_text(lexicon + (folder / "new.txt").read_text(encoding="utf-8"), encoding="utf-8")
+        tmp.replace(folder / "lexicon.txt")
+    return replace(cfg, lexicon=str(folder / "lexicon.txt"), word_boost=boost)

@@ -66,8 +66,6 @@ def _decode_config(args, tokenizer=None):
         return cfg
     if args.decoder:
         args.method = args.decoder
-    if args.hotwords:
-        raise ConfigError("--hotwords boosts a decoder pack's LM: give --decoder PACK (asr adapt)")
     lm_weight, word_score = args.lm_weight, args.word_score
     if args.tuned:
         tuned = json.loads(Path(args.tuned).read_text())
@@ -79,6 +77,13 @@ def _decode_config(args, tokenizer=None):
     cfg = DecodeConfig(method=method, beam_size=args.beam_size, lexicon=args.lexicon, lm=args.lm,
                        lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score, nbest=args.nbest,
                        grammar=grammar)
+    if args.hotwords:
+        if method != "beam_lm" or tokenizer is None:
+            raise ConfigError("--hotwords biases beam_lm decoding: give --decoder PACK (asr adapt) or "
+                              "--method beam_lm --lexicon L --lm LM")
+        from .adapt import with_hotwords
+
+        cfg = with_hotwords(cfg, args.hotwords, tokenizer)
     cfg.check("decode options")
     return cfg
 

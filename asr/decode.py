@@ -9,6 +9,7 @@ text can give other pieces). ``DECODERS`` is the registry of methods.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -94,7 +95,7 @@ class BeamDecoder:
             if WORD_START not in self.tokens:
                 raise ConfigError(f"subword vocabulary has no bare {WORD_START!r} piece for word boundaries")
         self._decoder = ctc_decoder(
-            lexicon=lexicon, tokens=self.tokens, lm=lm, nbest=cfg.nbest,
+            lexicon=lexicon, tokens=self.tokens, lm=biased_lm(lexicon, lm, cfg.word_boost) if lm else lm, nbest=cfg.nbest,
             beam_size=beam_size or cfg.beam_size,
             beam_size_token=cfg.beam_size_token or None, beam_threshold=cfg.beam_threshold,
             lm_weight=cfg.lm_weight if lm else 0.0, word_score=cfg.word_score if lm else 0.0,
@@ -234,6 +235,40 @@ def _grammar(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> 
     if not cfg.grammar:
         raise ConfigError("grammar decoding needs decode.grammar (a .jsgf file or a phrase list)")
     return GrammarDecoder(tokenizer, load_phrases(cfg.grammar, tokenizer), cfg.nbest)
+
+
+def biased_lm(lexicon: str, lm: str, boost: dict[str, float]):
+    """``lm`` (a KenLM path) unchanged without ``boost``; else a KenLM whose score of each boosted
+    word carries its bonus (natural log, turned into KenLM's log10) in every context, and so in
+    the lexicon trie's look-ahead too: hotwords bias the search without rebuilding the LM."""
+    if not boost:
+        return lm
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import create_word_dict, load_words
+    from torchaudio.models.decoder import CTCDecoderLM
+
+    words = create_word_dict(load_words(lexicon))     # the same call, so the same ids, as ctc_decoder's
+    bonus = {words.get_index(w): b / math.log(10) for w, b in boost.items() if words.contains(w)}
+    missing = sorted(w for w in boost if not words.contains(w))
+    if missing:
+        raise ConfigError(f"boosted words {missing} are not in the lexicon {lexicon}")
+
+    class BiasedLM(CTCDecoderLM):
+        def __init__(self):
+            super().__init__()
+            self.lm = KenLM(lm, words)
+
+        def start(self, start_with_nothing: bool):
+            return self.lm.start(start_with_nothing)
+
+        def score(self, state, usr_token_idx: int):
+            out, score = self.lm.score(state, usr_token_idx)
+            return out, score + bonus.get(usr_token_idx, 0.0)
+
+        def finish(self, state):
+            return self.lm.finish(state)
+
+    return BiasedLM()
 
 
 def _greedy(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> Decoder:

@@ -33,6 +33,8 @@ class DecodeConfig:
     tune_beam_size: int = 50
     nbest: int = 1                         # beam decoders: alternatives kept per utterance
     grammar: str = ""                      # grammar: a JSGF file (.jsgf) or a phrase list, one per line
+    word_boost: dict[str, float] = field(default_factory=dict)   # beam_lm: hotword -> bonus (natural log)
+                                           # added to the LM score at every emission of the word
 
     def check(self, where: str) -> None:
         require(self.beam_size >= 1, f"{where}.beam_size", "must be >= 1")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import ConfigError, load_yaml, to_dict
+from .corpora.commands import CommandsConfig
 from .corpora.real import CorpusConfig
 from .corpora.robust import RobustConfig
 from .corpora.sentences import TextConfig
@@ -71,6 +72,7 @@ class RecipeConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     lm: LMConfig = field(default_factory=LMConfig)
     robust: RobustConfig = field(default_factory=RobustConfig)
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
 
     def check(self, where: str = "config") -> None:
         for f in dataclasses.fields(self):
@@ -213,6 +215,13 @@ def stage_view(cfg: RecipeConfig, st: Stage) -> RecipeConfig:
     return replace(cfg, **{s: Undeclared(s, st.name) for s in SECTIONS if s not in st.reads})
 
 
+def file_digests(section: Any) -> dict[str, str]:
+    """SHA-256 of the files a section names as inputs (its ``input_files()``), so editing a
+    grammar in place reruns what was made from it; a missing file is left to its stage."""
+    files = section.input_files() if hasattr(section, "input_files") else ()
+    return {str(f): hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files if Path(f).is_file()}
+
+
 def fingerprints(cfg: RecipeConfig, stages: Sequence[Stage]) -> list[str]:
     """Per stage: hash of its declared sections, the run-wide scalars (paths, split names) and
     the previous stage's fingerprint (a stage depends on everything upstream of it)."""
@@ -221,6 +230,9 @@ def fingerprints(cfg: RecipeConfig, stages: Sequence[Stage]) -> list[str]:
     for st in stages:
         blob = {"stage": st.name, "scalars": scalars, "upstream": prev,
                 "sections": {s: to_dict(getattr(cfg, s)) for s in st.reads}}
+        files = {s: d for s in st.reads if (d := file_digests(getattr(cfg, s)))}
+        if files:                       # only then: older runs' marks stay valid
+            blob["files"] = files
         prev = hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:12]
         out.append(prev)
     return out
@@ -395,10 +407,11 @@ def lm_stage(r: Recipe) -> None:
 
 
 def resolved_decode(r: Recipe, tuned: bool = True) -> DecodeConfig:
-    """``decode`` with the recipe's LM files filled in and, when ``tuned`` and the tune stage
+    """``decode`` with the recipe's LM files and grammar filled in and, when ``tuned`` and the tune stage
     has run, its dev-tuned LM weight and word score."""
     d = r.cfg.decode
-    d = replace(d, lexicon=d.lexicon or str(r.paths.lexicon), lm=d.lm or str(r.paths.lm_file(r.cfg.lm.binary)))
+    d = replace(d, lexicon=d.lexicon or str(r.paths.lexicon), lm=d.lm or str(r.paths.lm_file(r.cfg.lm.binary)),
+                grammar=d.grammar or str(r.paths.data_dir / "phrases.txt"))   # a commands recipe's phrases
     if tuned and r.paths.tuned.exists():
         best = json.loads(r.paths.tuned.read_text())
         d = replace(d, lm_weight=best["lm_weight"], word_score=best["word_score"])

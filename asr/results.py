@@ -61,13 +61,13 @@ def results_table(results: dict) -> str:
     sets = {k: v for k, v in results.items() if not k.startswith("_")}
     if any("methods" in r for r in sets.values()):
         methods = list(next(r["methods"] for r in sets.values() if "methods" in r))
-        lines = ["| set | " + " | ".join(f"{m} WER %" for m in methods) + f" | {methods[-1]} CER % | "
+        lines = ["| set | " + " | ".join(f"{m} WER %" for m in methods) + f" | {methods[-1]} CER % | {methods[-1]} SER % | "
                  "OOV % | " + " | ".join(f"{m} RTF" for m in methods) + " | utterances |",
-                 "|---" * (2 * len(methods) + 4) + "|"]
+                 "|---" * (2 * len(methods) + 5) + "|"]
         for name, r in sets.items():
             ms = r.get("methods", {})
             lines.append(f"| {name} | " + " | ".join(f"{ms[m]['wer']:.2f}" for m in methods)
-                         + f" | {r['cer']:.2f} | {r.get('oov_rate', float('nan')):.2f} | "
+                         + f" | {r['cer']:.2f} | {r.get('ser', float('nan')):.2f} | {r.get('oov_rate', float('nan')):.2f} | "
                          + " | ".join(f"{ms[m]['decode_rtf']:.4f}" for m in methods) + f" | {r['utterances']} |")
         return "\n".join(lines)
     lines = ["| set | WER % | CER % | utterances | S | D | I |", "|---|---|---|---|---|---|---|"]

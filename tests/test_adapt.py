@@ -1,42 +1,64 @@
 """asr.adapt: decoder packs from text alone (lexicon, KenLM, tuned weights) used through
---decoder PACK, and hotword boosting of a pack's LM."""
+--decoder PACK, and hotword boosting of beam_lm decoding."""
 import json
-import math
 import subprocess
 import sys
 
 import pytest
 
-from asr.adapt import PackError, boost_arpa, read_hotwords
-from asr.lm import build_lm
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from asr.adapt import PackError, read_hotwords, with_hotwords
+from asr.config import ConfigError
+from asr.decode import DecodeConfig, make_decoder
+from asr.lm import build_lm, write_lexicon
+from asr.text import CharTokenizer
 
 
-def _unigrams(path):
-    lines = path.read_text().splitlines()
-    start = lines.index("\\1-grams:")
-    out = {}
-    for line in lines[start + 1:]:
-        if not line.strip():
-            break
-        parts = line.split("\t")
-        out[parts[1]] = float(parts[0])
-    return out, lines
+def _lm_and_lexicon(tmp_path):
+    (tmp_path / "t.txt").write_text("turn on the light\nturn off the light\nopen the door\n" * 5 + "open the garage\n")
+    lm = build_lm(tmp_path / "t.txt", tmp_path / "lm.bin", order=2)
+    write_lexicon(["turn", "on", "off", "the", "light", "open", "door", "garage"], CharTokenizer(), tmp_path / "lex.txt")
+    return str(lm), str(tmp_path / "lex.txt")
 
 
-def test_boost_arpa_raises_and_adds_unigrams(tmp_path):
-    (tmp_path / "t.txt").write_text("turn on the light\nturn off the light\nopen the door\n")
-    arpa = build_lm(tmp_path / "t.txt", tmp_path / "lm.arpa", order=2)
-    before, _ = _unigrams(arpa)
-    added = boost_arpa(arpa, tmp_path / "b.arpa", {"door": 2.0, "garage": 3.0})
-    after, lines = _unigrams(tmp_path / "b.arpa")
-    assert added == ["garage"]
-    assert after["door"] == pytest.approx(min(-0.001, before["door"] + 2.0 / math.log(10)), abs=1e-5)
-    assert after["garage"] == pytest.approx(min(-0.001, before["<unk>"] + 3.0 / math.log(10)), abs=1e-5)
-    assert after["light"] == before["light"] and "garage" in after
-    assert f"ngram 1={len(after)}" in lines
-    from asr.lm import perplexity        # KenLM (as decoding loads it) reads the edited file
+def test_word_boost_pulls_the_beam_toward_a_word_in_any_context(tmp_path):
+    lm, lexicon = _lm_and_lexicon(tmp_path)
+    tok = CharTokenizer()
+    torch.manual_seed(0)
+    emis = torch.randn(6, 60, len(tok)).log_softmax(-1)
+    lens = torch.full((6,), 60)
+    plain = DecodeConfig(method="beam_lm", lexicon=lexicon, lm=lm, beam_size=20)
 
-    assert perplexity(tmp_path / "b.arpa", ["open the garage"]) < perplexity(arpa, ["open the garage"])
+    def decode(cfg):
+        return make_decoder(tok, cfg)(emis, lens)
+
+    base = decode(plain)
+    zero = decode(replace(plain, word_boost={"garage": 0.0}))      # same word ids as the plain LM
+    assert [(h.text, round(h.score, 4)) for h in zero] == [(h.text, round(h.score, 4)) for h in base]
+    boosted = decode(replace(plain, word_boost={"garage": 15.0}))
+    count = [sum(h.text.split().count("garage") for h in hyps) for hyps in (base, boosted)]
+    assert count[1] > count[0]
+    with pytest.raises(ConfigError, match="not in the lexicon"):
+        decode(replace(plain, word_boost={"zebra": 1.0}))
+
+
+def test_hotwords_add_missing_words_to_a_cached_lexicon(tmp_path, caplog):
+    lm, lexicon = _lm_and_lexicon(tmp_path)
+    (tmp_path / "hot.txt").write_text("garage door\t2\nzebra\n")
+    cfg = with_hotwords(DecodeConfig(method="beam_lm", lexicon=lexicon, lm=lm), tmp_path / "hot.txt", CharTokenizer())
+    assert cfg.word_boost == {"garage": 2.0, "door": 2.0, "zebra": 3.0}
+    words = [line.split()[0] for line in Path(cfg.lexicon).read_text().splitlines()]
+    assert words.count("zebra") == 1 and "garage" in words and cfg.lexicon != lexicon
+    assert "hotword 'zebra' is not in the lexicon" in caplog.text
+    (tmp_path / "bad.txt").write_text("door\n\u4e2d\t2\n")             # nothing the model can spell
+    with pytest.raises(PackError, match="bad.txt:2"):
+        with_hotwords(cfg, tmp_path / "bad.txt", CharTokenizer())
+    with pytest.raises(PackError, match="--lexicon and --lm"):
+        with_hotwords(DecodeConfig(method="beam_lm"), tmp_path / "hot.txt", CharTokenizer())
 
 
 def test_hotword_files(tmp_path):
@@ -78,8 +100,8 @@ def test_adapt_pack_and_hotwords(tiny_sentences, tmp_path):
         hyp = (tmp_path / name / "hyp.txt").read_text().split()
         out[name] = hyp.count("the")
         if extra:
-            assert "'zyzzyva' is not in the LM or lexicon: added" in err
+            assert "'zyzzyva' is not in the lexicon" in err
     assert out["boosted"] > out["plain"]
     bad = subprocess.run([sys.executable, "-m", "asr", "evaluate", "--model", str(model), "--manifest", str(test),
                           "--hotwords", str(tmp_path / "hot.txt")], capture_output=True, text=True)
-    assert bad.returncode == 2 and "--decoder PACK" in bad.stderr
+    assert bad.returncode == 2 and "--decoder PACK" in bad.stderr and "beam_lm" in bad.stderr

@@ -16,7 +16,7 @@ LAYERS = [
     {"errors", "config", "files", "audio", "text", "runtime", "align", "decode_config", "grammar"},
     {"model", "data", "score", "augment", "batching", "calibration"},
     {"features", "lm", "plots", "monitor", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro"},
-    {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.sentences",
+    {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.commands", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
     {"transcribe", "recognizer", "lite", "export", "alignment"},
     {"train", "stream", "package", "report", "adapt"},

@@ -15,6 +15,7 @@ from ..data import read_manifest, write_manifest
 from ..text import normalize_text
 from .download import download, safe_extract
 from ..recipe import Recipe, decode_stage, features_stage, lm_stage, stage, train_stage, tune_stage
+from .commands import prepare_commands
 from .digits import prepare_digits
 from .real import AN4_URL, LIBRISPEECH_URL, MINI_LIBRISPEECH_URL, CorpusConfig, CorpusError, prepare_split
 from .robust import prepare_conditions
@@ -62,6 +63,13 @@ def digits_synth_stage(r: Recipe) -> dict[str, Path]:
 def sentences_synth_stage(r: Recipe) -> dict[str, Path]:
     """Select the read sentences and LM text (``text``), then synthesize every split."""
     return prepare_sentences(r.cfg.text, r.cfg.synth, r.paths.data_dir, r.cfg.train_split)
+
+
+@stage(reads=("commands", "synth"), name="synth")
+def commands_synth_stage(r: Recipe) -> dict[str, Path]:
+    """Expand the command grammar (``commands.grammar``) into ``phrases.txt``, then synthesize
+    every split speaking its phrases."""
+    return prepare_commands(r.cfg.commands, r.cfg.synth, r.paths.data_dir, r.cfg.train_split)
 
 
 @stage(reads=("robust",))
