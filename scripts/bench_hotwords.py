@@ -71,10 +71,10 @@ def metrics(utts, hyps: dict, hot: set[str]) -> dict:
     per-utterance arrays the paired tests need."""
     refs = {u.id: u.text for u in utts}
     scores = score_all(refs, hyps)
-    counts = np.array([hotword_counts(refs[s.utt], hyps[s.utt], hot) for s in scores], float)
+    counts = np.array([hotword_counts(s.ref, s.hyp, hot) for s in scores], float)
     has_hot = counts[:, 0] + counts[:, 1] > 0
     dur = {u.id: u.duration for u in utts}
-    free_min = sum(dur[s.utt] for s, h in zip(scores, has_hot) if not h) / 60
+    free_min = sum(dur[s.id] for s, h in zip(scores, has_hot) if not h) / 60
     found, missed, false = counts.sum(0)
     fa = counts[~has_hot, 2].sum()
     return {"wer": round(100 * sum(s.errors for s in scores) / max(1, sum(s.ref_words for s in scores)), 2),
