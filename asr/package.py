@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 PACKAGE_FORMAT = "asr-package-v1"
 MANIFEST = "package.json"
 PACKAGE_SUFFIXES = (".tar.gz", ".tgz")
+MAX_PACKAGE_BYTES = 4 << 30    # 4 GiB extracted: far above any model here, far below a full disk
 CACHE_DIR = Path(os.environ.get("ASR_CACHE", Path.home() / ".cache" / "asr")) / "packages"
 
 
@@ -198,7 +199,7 @@ def open_package(archive: str | Path, cache: str | Path | None = None) -> Path:
     folder = Path(cache or CACHE_DIR) / sha256(archive)[:24]
     if not (folder / f".extracted-{archive.name}").is_file():
         shutil.rmtree(folder, ignore_errors=True)
-        safe_extract(archive, folder)
+        safe_extract(archive, folder, max_bytes=MAX_PACKAGE_BYTES)
     try:
         _verify(folder, archive)
     except PackageError:

@@ -58,6 +58,15 @@ def rare_text(lines: list[str], hot: set[str], keep: int) -> list[str]:
     return out
 
 
+def pick_hotwords(lines: list[str], refs: list[str], n: int, min_letters: int = 5) -> list[str]:
+    """The ``n`` words of ``refs`` (>= ``min_letters`` letters) rarest in ``lines`` (seen at
+    least once there), ties by name: a test set's rare words, chosen without looking at outputs."""
+    counts = Counter(w for line in lines for w in line.split())
+    cands = sorted({w for r in refs for w in r.split() if len(w) >= min_letters and counts[w] >= 1},
+                   key=lambda w: (counts[w], w))
+    return cands[:n]
+
+
 def hotword_counts(ref: str, hyp: str, hot: set[str]) -> tuple[int, int, int]:
     """(found, missed, false) hotword counts of one utterance, bag of words."""
     r = Counter(w for w in ref.split() if w in hot)
@@ -98,7 +107,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True)
     ap.add_argument("--text", required=True, help="domain text for the pack (hotword sentences thinned)")
-    ap.add_argument("--hotwords", required=True)
+    ap.add_argument("--hotwords", help="hotword file (else --pick)")
+    ap.add_argument("--pick", type=int, default=0, help="use the N rarest words (in --text) of the --manifest references")
     ap.add_argument("--manifest", action="append", default=[], help="test sets with and without hotwords")
     ap.add_argument("--unrelated", action="append", default=[], help="speech without hotwords (false alarms)")
     ap.add_argument("--keep", type=int, default=1, help="sentences kept per hotword in the pack's text")
@@ -109,8 +119,13 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     rec = load(args.model)
-    hot = {w for phrase, _ in read_hotwords(args.hotwords) for w in phrase.split()}
     lines = [t for t in (normalize_text(x) for x in Path(args.text).read_text().splitlines()) if t]
+    if args.hotwords:
+        hot = {w for phrase, _ in read_hotwords(args.hotwords) for w in phrase.split()}
+    elif args.pick:
+        hot = set(pick_hotwords(lines, [u.text for m in args.manifest for u in read_manifest(m)], args.pick))
+    else:
+        ap.error("give --hotwords FILE or --pick N")
     result = {"code": code_version(), "model": args.model, "keep": args.keep, "hotwords": sorted(hot), "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         thinned = rare_text(lines, hot, args.keep)

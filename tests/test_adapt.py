@@ -105,3 +105,26 @@ def test_adapt_pack_and_hotwords(tiny_sentences, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "asr", "evaluate", "--model", str(model), "--manifest", str(test),
                           "--hotwords", str(tmp_path / "hot.txt")], capture_output=True, text=True)
     assert bad.returncode == 2 and "--decoder PACK" in bad.stderr and "beam_lm" in bad.stderr
+
+
+def _bench():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_hotwords", Path(__file__).resolve().parents[1]
+                                                  / "scripts/bench_hotwords.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_hotword_benchmark_counts():
+    b = _bench()
+    hot = {"anna", "peter"}
+    assert b.hotword_counts("call anna and anna", "call anna peter", hot) == (1, 1, 1)
+    assert b.hotword_counts("stop", "stop", hot) == (0, 0, 0)
+    lines = ["call anna", "call anna now", "call peter", "stop", "anna and peter"]
+    assert b.rare_text(lines, hot, 1) == ["call anna", "call peter", "stop"]
+    assert b.rare_text(lines, hot, 0) == ["stop"]
+    # the rarest words (>= 5 letters, seen at least once in the text) of the references
+    text = ["alpha beta gamma", "alpha gamma", "alpha", "delta words"]
+    assert b.pick_hotwords(text, ["alpha gamma delta epsilon words"], 2) == ["delta", "words"]

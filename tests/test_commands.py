@@ -78,7 +78,7 @@ def test_commands_recipe_end_to_end(tmp_path):
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     phrases = set((tmp_path / "data/phrases.txt").read_text().splitlines())
-    assert len(phrases) == 11
+    assert len(phrases) == 9
     texts = Counter(json.loads(x)["text"] for x in (tmp_path / "data/train.jsonl").read_text().splitlines())
     assert set(texts) == phrases and max(texts.values()) - min(texts.values()) <= 1
     results = json.loads((tmp_path / "exp/results.json").read_text())

@@ -171,3 +171,25 @@ def test_safe_extract(tmp_path):
         z.writestr("../escape.txt", "x")
     with pytest.raises(UnsafeArchiveError, match="escapes"):
         safe_extract(tmp_path / "bad.zip", tmp_path / "out4")
+
+
+@pytest.mark.parametrize("kind", ["tgz", "zip"])
+def test_safe_extract_stops_at_its_byte_limit(tmp_path, kind):
+    """A decompression bomb (a few KB that inflate to 8 MB) stops at max_bytes, counted on what
+    is really written, and leaves nothing in the destination; under the limit it extracts."""
+    archive = tmp_path / f"bomb.{kind}"
+    big = b"\0" * (8 << 20)
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr("a/zeros.bin", big)
+    else:
+        with tarfile.open(archive, "w:gz") as t:
+            info = tarfile.TarInfo("a/zeros.bin")
+            info.size = len(big)
+            t.addfile(info, io.BytesIO(big))
+    assert archive.stat().st_size < 100_000
+    with pytest.raises(UnsafeArchiveError, match="more than 1048576 bytes"):
+        safe_extract(archive, tmp_path / "out", max_bytes=1 << 20)
+    assert [p.name for p in (tmp_path / "out").iterdir()] == []
+    safe_extract(archive, tmp_path / "ok", max_bytes=16 << 20)
+    assert (tmp_path / "ok/a/zeros.bin").stat().st_size == len(big)

@@ -108,18 +108,36 @@ def member_path(name: str, archive: Path) -> PurePosixPath:
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
 
 
-def _write_file(root: Path, rel: PurePosixPath, src, archive: Path) -> None:
+class _Budget:
+    """Bytes an extraction may still write (``None``: no limit): a decompression bomb stops at
+    the limit, counted on the bytes really written, not on what the headers declare."""
+
+    def __init__(self, limit: int | None, archive: Path):
+        self.left, self.limit, self.archive = limit, limit, archive
+
+    def take(self, n: int) -> None:
+        if self.left is None:
+            return
+        self.left -= n
+        if self.left < 0:
+            raise UnsafeArchiveError(f"{self.archive}: extracts to more than {self.limit} bytes (the limit)")
+
+
+def _write_file(root: Path, rel: PurePosixPath, src, archive: Path, budget: _Budget | None = None) -> None:
     """Create ``root/rel`` as a new regular file from the stream ``src``, never following links."""
     path = root.joinpath(*rel.parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not _inside(root, path.parent) or path.parent.is_symlink():
         raise UnsafeArchiveError(f"{archive}: member {str(rel)!r} would be written outside the target")
+    budget = budget or _Budget(None, archive)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
     with os.fdopen(fd, "wb") as f:
-        shutil.copyfileobj(src, f, CHUNK_BYTES)
+        while chunk := src.read(CHUNK_BYTES):
+            budget.take(len(chunk))
+            f.write(chunk)
 
 
-def _stage_tar(archive: Path, stage: Path) -> None:
+def _stage_tar(archive: Path, stage: Path, budget: _Budget) -> None:
     """Materialise only directories and regular files; a hard link to an earlier member becomes
     a copy of it; symlinks, devices and FIFOs are refused."""
     try:
@@ -134,7 +152,7 @@ def _stage_tar(archive: Path, stage: Path) -> None:
             if m.isdir():
                 (stage.joinpath(*rel.parts)).mkdir(parents=True, exist_ok=True)
             elif m.isfile():
-                _write_file(stage, rel, tf.extractfile(m), archive)
+                _write_file(stage, rel, tf.extractfile(m), archive, budget)
                 written.add(rel)
             elif m.islnk():
                 try:
@@ -144,7 +162,7 @@ def _stage_tar(archive: Path, stage: Path) -> None:
                 if target not in written:
                     raise UnsafeArchiveError(f"{where} is a hard link to {m.linkname[:200]!r}, not an earlier file of the archive")
                 with open(stage.joinpath(*target.parts), "rb") as src:
-                    _write_file(stage, rel, src, archive)
+                    _write_file(stage, rel, src, archive, budget)
                 written.add(rel)
             elif m.issym():
                 raise UnsafeArchiveError(f"{where} is a symlink (to {m.linkname[:200]!r}); links are not extracted")
@@ -152,18 +170,19 @@ def _stage_tar(archive: Path, stage: Path) -> None:
                 raise UnsafeArchiveError(f"{where} is a device or FIFO")
 
 
-def _stage_zip(archive: Path, stage: Path) -> None:
+def _stage_zip(archive: Path, stage: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as z:
         for info in z.infolist():
             rel = member_path(info.filename, archive)
             mode = info.external_attr >> 16
-            if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+            kind = stat.S_IFMT(mode)        # 0: permission bits only (Python's writestr), a plain file
+            if stat.S_ISLNK(mode) or kind not in (0, stat.S_IFREG, stat.S_IFDIR):
                 raise UnsafeArchiveError(f"{archive}: member {info.filename[:200]!r} is a link or special file")
             if info.is_dir():
                 stage.joinpath(*rel.parts).mkdir(parents=True, exist_ok=True)
             else:
                 with z.open(info) as src:
-                    _write_file(stage, rel, src, archive)
+                    _write_file(stage, rel, src, archive, budget)
 
 
 def _plan_moves(stage: Path, dest: Path) -> list[tuple[Path, Path]]:
@@ -188,13 +207,13 @@ def _plan_moves(stage: Path, dest: Path) -> list[tuple[Path, Path]]:
     return moves
 
 
-def safe_extract(archive: str | Path, dest: str | Path) -> Path:
+def safe_extract(archive: str | Path, dest: str | Path, max_bytes: int | None = None) -> Path:
     """Extract a tar (any compression) or zip into ``dest`` safely: everything is first
     extracted into a fresh staging directory inside ``dest``, where only directories and
     regular files are created (checked one by one as the real filesystem stands, never
     following links; no reliance on tarfile's ``filter``), then moved into place. Any unsafe
     member stops the extraction before anything reaches ``dest``. A finished extraction leaves
-    ``dest/.extracted-<archive name>``."""
+    ``dest/.extracted-<archive name>``. ``max_bytes`` bounds what it may write in all."""
     archive, dest = Path(archive), Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     done = dest / f".extracted-{archive.name}"
@@ -204,7 +223,7 @@ def safe_extract(archive: str | Path, dest: str | Path) -> Path:
         raise UnsafeArchiveError(f"{archive}: no such archive file")
     stage = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest))
     try:
-        (_stage_zip if zipfile.is_zipfile(archive) else _stage_tar)(archive, stage)
+        (_stage_zip if zipfile.is_zipfile(archive) else _stage_tar)(archive, stage, _Budget(max_bytes, archive))
         moves = _plan_moves(stage, dest)           # all checked before the first file moves
         for src, target in moves:
             target.parent.mkdir(parents=True, exist_ok=True)
