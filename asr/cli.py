@@ -87,13 +87,29 @@ def _recognizer(args):
                               "needs the checkpoint)")
         return load_lite(args.model, int8=args.int8)
     if str(args.model).endswith((".tar.gz", ".tgz")):
-        from .package import load_package
-
-        return load_package(args.model, int8=args.int8, decode=_decode_config(args))
+        return _package_recognizer(args)
     from .recognizer import load
 
     rec = load(args.model, int8=args.int8)
     return rec.with_decoder(_decoder(args, rec))
+
+
+def _package_recognizer(args):
+    """A verified package with the decoding asked for; ``--hotwords`` bias its own LM."""
+    from .package import load_package, open_package, package_decode
+    from .recognizer import load
+
+    if not args.hotwords:
+        return load_package(args.model, int8=args.int8, decode=_decode_config(args))
+    folder = open_package(args.model)
+    rec = load(folder / "model.pt", int8=args.int8)
+    cfg = package_decode(folder, _decode_config(argparse.Namespace(**{**vars(args), "hotwords": None})))
+    if cfg.method != "beam_lm" or not cfg.lm:
+        raise ConfigError(f"--hotwords biases beam_lm decoding: give --method beam_lm (and a package with an LM; {args.model})")
+    from .adapt import with_hotwords
+
+    cache = folder.parent / f"{folder.name}.hotwords"        # beside the verified folder, never inside it
+    return rec.with_decoder(rec.make_decoder(with_hotwords(cfg, args.hotwords, rec.tokenizer, cache)))
 
 
 def cmd_serve(args) -> int:

@@ -114,6 +114,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--keep", type=int, default=1, help="sentences kept per hotword in the pack's text")
     ap.add_argument("--weights", default="0,2,4,6,8")
     ap.add_argument("--lm-weight", type=float, default=1.0)
+    ap.add_argument("--word-score", type=float, default=0.0)
     ap.add_argument("--order", type=int, default=3)
     ap.add_argument("--out", help="write the JSON here too")
     args = ap.parse_args(argv)
@@ -126,13 +127,14 @@ def main(argv=None) -> dict:
         hot = set(pick_hotwords(lines, [u.text for m in args.manifest for u in read_manifest(m)], args.pick))
     else:
         ap.error("give --hotwords FILE or --pick N")
-    result = {"code": code_version(), "model": args.model, "keep": args.keep, "hotwords": sorted(hot), "sets": {}}
+    result = {"code": code_version(), "model": args.model, "keep": args.keep, "lm_weight": args.lm_weight,
+              "word_score": args.word_score, "hotwords": sorted(hot), "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         thinned = rare_text(lines, hot, args.keep)
         (Path(tmp) / "text.txt").write_text("\n".join(thinned) + "\n")
         result["text"] = {"sentences": len(lines), "kept": len(thinned)}
         pack = build_pack(rec, Path(tmp) / "text.txt", Path(tmp) / "pack", order=args.order)
-        plain = replace(pack_decode(pack), lm_weight=args.lm_weight)
+        plain = replace(pack_decode(pack), lm_weight=args.lm_weight, word_score=args.word_score)
         rows = {"plain": plain}
         for w in (float(x) for x in args.weights.split(",")):
             (Path(tmp) / "hot.txt").write_text("".join(f"{h}\t{w}\n" for h in sorted(hot)))

@@ -127,3 +127,17 @@ def test_sentences_package_carries_its_lm(tiny_sentences, tmp_path):
     ref = _asr("transcribe", "--model", tmp / "exp/best.pt", "--method", "beam_lm", "--lm", tmp / "data/lm/lm.bin",
                "--lexicon", tmp / "data/lm/lexicon.txt", "--tuned", tmp / "exp/decode/tuned.json", wav, cache=tmp_path)
     assert res.stdout == ref.stdout
+    # hotwords bias the package's own LM, as they do the same LM given by hand
+    (tmp_path / "hot.txt").write_text("the\t6\nzyzzyva\n")
+    hot = _asr("transcribe", "--model", out, "--method", "beam_lm", "--hotwords", tmp_path / "hot.txt", wav,
+               cache=tmp_path / "c")
+    assert hot.returncode == 0 and "'zyzzyva' is not in the lexicon" in hot.stderr, hot.stderr
+    ref = _asr("transcribe", "--model", tmp / "exp/best.pt", "--method", "beam_lm", "--lm", tmp / "data/lm/lm.bin",
+               "--lexicon", tmp / "data/lm/lexicon.txt", "--tuned", tmp / "exp/decode/tuned.json",
+               "--hotwords", tmp_path / "hot.txt", wav, cache=tmp_path)
+    assert hot.stdout == ref.stdout
+    again = _asr("transcribe", "--model", out, "--method", "beam_lm", "--hotwords", tmp_path / "hot.txt", wav,
+                 cache=tmp_path / "c")                     # the package still verifies after that
+    assert again.returncode == 0 and again.stdout == hot.stdout, again.stderr
+    greedy = _asr("transcribe", "--model", out, "--hotwords", tmp_path / "hot.txt", wav, cache=tmp_path / "c")
+    assert greedy.returncode == 2 and "beam_lm" in greedy.stderr
