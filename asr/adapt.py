@@ -7,9 +7,11 @@ emissions computed once). ``--decoder PACK/`` then decodes with it anywhere (``a
 ``decode``, ``evaluate``, ``serve``).
 
 ``with_hotwords(cfg, FILE)`` biases beam_lm toward the words and phrases of ``FILE`` (one per
-line, an optional weight after a tab or ``:``, default ``HOTWORD_BOOST``): each word's LM score
-gets the weight (natural log) at every emission, in any context; words the lexicon lacks are
-added (each listed in a warning).
+line, an optional weight after a tab or ``:``, default ``HOTWORD_BOOST``; a negative weight
+penalises): each word's LM score gets the weight (natural log, so the decoder applies it times
+``lm_weight``) at every emission, in any context; words the lexicon lacks are added (each listed
+in a warning). A phrase boosts each of its words on its own (a bag of words, not the sequence):
+list content words, not "the".
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ log = logging.getLogger(__name__)
 
 PACK_FORMAT = "asr-decoder-pack-v1"
 PACK_JSON = "decoder.json"
-HOTWORD_BOOST = 3.0                 # natural-log bonus per hotword unigram
+HOTWORD_BOOST = 3.0                 # bonus per emitted hotword (natural log, scaled by lm_weight like the LM)
 
 
 class PackError(AsrError):
@@ -127,7 +129,7 @@ def with_hotwords(cfg: DecodeConfig, hotwords: str | Path, tokenizer, cache: str
         for w in phrase.split():
             if tokenizer.unknown_chars(w):
                 raise PackError(f"{hotwords}: hotword {w!r} has characters outside the model's units")
-            words[w] = max(words.get(w, 0.0), weight)
+            words[w] = max(words[w], weight) if w in words else weight
     lexicon = Path(cfg.lexicon).read_text(encoding="utf-8")
     known = {line.split(maxsplit=1)[0] for line in lexicon.splitlines() if line.strip()}
     new = sorted(w for w in words if w not in known)
@@ -136,12 +138,14 @@ def with_hotwords(cfg: DecodeConfig, hotwords: str | Path, tokenizer, cache: str
     boost = {**cfg.word_boost, **words}
     if not new:
         return replace(cfg, word_boost=boost)
-    key = hashlib.sha256(lexicon.encode() + json.dumps(new).encode()).hexdigest()[:16]
+    units = json.dumps([tokenizer.kind, list(tokenizer.vocab)])      # the spellings depend on the model's units
+    key = hashlib.sha256(lexicon.encode() + json.dumps(new).encode() + units.encode()).hexdigest()[:16]
     folder = Path(cache or Path(cfg.lexicon).parent / ".hotwords") / key
     if not (folder / "lexicon.txt").is_file():
         folder.mkdir(parents=True, exist_ok=True)
         write_lexicon(new, tokenizer, folder / "new.txt")
         tmp = folder / "lexicon.txt.tmp"
-        tmp.write_text(lexicon + (folder / "new.txt").read_text(encoding="utf-8"), encoding="utf-8")
+        head = lexicon if lexicon.endswith("\n") or not lexicon else lexicon + "\n"
+        tmp.write_text(head + (folder / "new.txt").read_text(encoding="utf-8"), encoding="utf-8")
         tmp.replace(folder / "lexicon.txt")
     return replace(cfg, lexicon=str(folder / "lexicon.txt"), word_boost=boost)

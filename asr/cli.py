@@ -82,9 +82,9 @@ def _recognizer(args):
     from .lite import is_export, load_lite
 
     if is_export(args.model):
-        if args.method != "greedy" or args.grammar or args.phrases or args.decoder:
-            raise ConfigError(f"{args.model}: an ONNX export decodes greedily (--method {_decode_config(args).method} "
-                              "needs the checkpoint)")
+        if args.method != "greedy" or args.grammar or args.phrases or args.decoder or args.hotwords:
+            asked = "--hotwords" if args.hotwords else f"--method {args.decoder or args.method}"
+            raise ConfigError(f"{args.model}: an ONNX export decodes greedily ({asked} needs the checkpoint)")
         return load_lite(args.model, int8=args.int8)
     if str(args.model).endswith((".tar.gz", ".tgz")):
         return _package_recognizer(args)

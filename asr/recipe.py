@@ -217,9 +217,11 @@ def stage_view(cfg: RecipeConfig, st: Stage) -> RecipeConfig:
 
 def file_digests(section: Any) -> dict[str, str]:
     """SHA-256 of the files a section names as inputs (its ``input_files()``), so editing a
-    grammar in place reruns what was made from it; a missing file is left to its stage."""
+    grammar in place reruns what was made from it. A missing file is recorded as missing: finished
+    stages then stop with their "different config" error instead of silently going on."""
     files = section.input_files() if hasattr(section, "input_files") else ()
-    return {str(f): hashlib.sha256(Path(f).read_bytes()).hexdigest() for f in files if Path(f).is_file()}
+    return {str(f): hashlib.sha256(Path(f).read_bytes()).hexdigest() if Path(f).is_file() else "missing"
+            for f in files}
 
 
 def fingerprints(cfg: RecipeConfig, stages: Sequence[Stage]) -> list[str]:
@@ -255,8 +257,10 @@ def run_stages(cfg: RecipeConfig, stages: Sequence[Stage], start: int = 0, stop:
             if mark.read_text().strip() == fp:
                 log.info("== stage %d (%s): done, skipping", i, st.name)
                 continue
+            missing = [f for s in st.reads for f, d in file_digests(getattr(cfg, s)).items() if d == "missing"]
             raise StageError(f"stage {i} ({st.name}) finished with a different config "
-                             f"({mark}); use a new exp_dir or --force")
+                             f"({mark}); use a new exp_dir or --force"
+                             + (f" (input file(s) {missing} are missing)" if missing else ""))
         if not rt.dist.main and not st.distributed:
             continue
         log.info("== stage %d (%s)", i, st.name)
@@ -411,7 +415,8 @@ def resolved_decode(r: Recipe, tuned: bool = True) -> DecodeConfig:
     has run, its dev-tuned LM weight and word score."""
     d = r.cfg.decode
     d = replace(d, lexicon=d.lexicon or str(r.paths.lexicon), lm=d.lm or str(r.paths.lm_file(r.cfg.lm.binary)),
-                grammar=d.grammar or str(r.paths.data_dir / "phrases.txt"))   # a commands recipe's phrases
+                grammar=d.grammar or (str(r.paths.data_dir / "phrases.txt")           # a commands recipe's phrases
+                                      if (r.paths.data_dir / "phrases.txt").is_file() else ""))
     if tuned and r.paths.tuned.exists():
         best = json.loads(r.paths.tuned.read_text())
         d = replace(d, lm_weight=best["lm_weight"], word_score=best["word_score"])

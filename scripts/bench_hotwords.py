@@ -87,8 +87,10 @@ def metrics(utts, hyps: dict, hot: set[str]) -> dict:
     found, missed, false = counts.sum(0)
     fa = counts[~has_hot, 2].sum()
     return {"wer": round(100 * sum(s.errors for s in scores) / max(1, sum(s.ref_words for s in scores)), 2),
-            "hotwords": int(found + missed), "recall": round(100 * found / max(1, found + missed), 2),
-            "precision": round(100 * found / max(1, found + false), 2), "false_alarms": int(fa),
+            "hotwords": int(found + missed),
+            "recall": round(100 * found / (found + missed), 2) if found + missed else None,     # undefined: no hotword
+            "precision": round(100 * found / (found + false), 2) if found + false else None,
+            "false_alarms": int(fa),
             "hotword_free_minutes": round(free_min, 2), "fa_per_10min": round(10 * fa / max(free_min, 1e-9), 3),
             "_errors": np.array([s.errors for s in scores], float), "_words": np.array([s.ref_words for s in scores], float),
             "_missed": counts[:, 1], "_refhot": counts[:, 0] + counts[:, 1]}

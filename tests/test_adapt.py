@@ -54,6 +54,13 @@ def test_hotwords_add_missing_words_to_a_cached_lexicon(tmp_path, caplog):
     words = [line.split()[0] for line in Path(cfg.lexicon).read_text().splitlines()]
     assert words.count("zebra") == 1 and "garage" in words and cfg.lexicon != lexicon
     assert "hotword 'zebra' is not in the lexicon" in caplog.text
+    (tmp_path / "neg.txt").write_text("door: -2\n")                    # a negative weight penalises
+    assert with_hotwords(replace(cfg, word_boost={}), tmp_path / "neg.txt", CharTokenizer()).word_boost == {"door": -2.0}
+    (tmp_path / "lex_no_newline.txt").write_text(Path(lexicon).read_text().rstrip("\n"))
+    own = with_hotwords(replace(cfg, lexicon=str(tmp_path / "lex_no_newline.txt"), word_boost={}),
+                        tmp_path / "hot.txt", CharTokenizer())
+    lines = Path(own.lexicon).read_text().splitlines()
+    assert lines[-1].startswith("zebra ") and all(line.count("|") == 1 for line in lines)
     (tmp_path / "bad.txt").write_text("door\n\u4e2d\t2\n")             # nothing the model can spell
     with pytest.raises(PackError, match="bad.txt:2"):
         with_hotwords(cfg, tmp_path / "bad.txt", CharTokenizer())

@@ -34,6 +34,9 @@ def test_phrase_lists_and_grammar_errors(tmp_path):
     (tmp_path / "bad.jsgf").write_text("#JSGF V1.0;\ngrammar g;\npublic <a> = go <where>;\n")
     with pytest.raises(GrammarError, match=r"bad.jsgf:3.*where"):
         grammar_phrases(tmp_path / "bad.jsgf")
+    (tmp_path / "empty.jsgf").write_text("#JSGF V1.0;\ngrammar g;\npublic <a> = <NULL>;\n")
+    with pytest.raises(GrammarError, match="empty.jsgf: the grammar accepts no phrase"):
+        grammar_phrases(tmp_path / "empty.jsgf")
 
 
 def test_schedule_speaks_every_phrase_about_equally_often():

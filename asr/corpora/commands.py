@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import require
-from ..grammar import jsgf_phrases, phrase_list
+from ..grammar import GrammarError, jsgf_phrases, phrase_list
 from .real import CorpusError
 from .synth import SynthConfig, synthesize_splits
 
@@ -37,9 +37,10 @@ def grammar_phrases(path: str | Path) -> list[str]:
     """Every phrase of a ``.jsgf`` grammar or a phrase list, normalised, de-duplicated, sorted.
     Errors (syntax, undefined rules, a word without letters) name the file and line."""
     path = Path(path)
-    if path.suffix.lower() == ".jsgf":
-        return jsgf_phrases(path)
-    return sorted(dict.fromkeys(p for _, p in phrase_list(path)))
+    phrases = jsgf_phrases(path) if path.suffix.lower() == ".jsgf" else sorted(dict.fromkeys(p for _, p in phrase_list(path)))
+    if not phrases:
+        raise GrammarError(f"{path}: the grammar accepts no phrase")
+    return phrases
 
 
 def phrase_schedule(phrases: list[str], n: int, seed: str) -> list[str]:
