@@ -160,3 +160,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         return key.strip(), _yaml(raw, f"override {key.strip()!r}")
     except yaml.YAMLError as e:
         raise ConfigError(f"override {_show(text)}: not a YAML value ({e})") from None
+
+
+def file_digests(section: Any) -> dict[str, str]:
+    """SHA-256 of the files a section names as inputs (its ``input_files()``), so editing a
+    grammar in place reruns what was made from it. A missing file is recorded as missing: finished
+    stages then stop with their "different config" error instead of silently going on."""
+    files = section.input_files() if hasattr(section, "input_files") else ()
+    return {str(f): hashlib.sha256(Path(f).read_bytes()).hexdigest() if Path(f).is_file() else "missing"
+            for f in files}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import ConfigError, load_yaml, to_dict
+from .config import ConfigError, file_digests, load_yaml, to_dict
 from .corpora.commands import CommandsConfig
 from .corpora.real import CorpusConfig
 from .corpora.robust import RobustConfig
@@ -215,15 +215,6 @@ def stage_view(cfg: RecipeConfig, st: Stage) -> RecipeConfig:
     return replace(cfg, **{s: Undeclared(s, st.name) for s in SECTIONS if s not in st.reads})
 
 
-def file_digests(section: Any) -> dict[str, str]:
-    """SHA-256 of the files a section names as inputs (its ``input_files()``), so editing a
-    grammar in place reruns what was made from it. A missing file is recorded as missing: finished
-    stages then stop with their "different config" error instead of silently going on."""
-    files = section.input_files() if hasattr(section, "input_files") else ()
-    return {str(f): hashlib.sha256(Path(f).read_bytes()).hexdigest() if Path(f).is_file() else "missing"
-            for f in files}
-
-
 def fingerprints(cfg: RecipeConfig, stages: Sequence[Stage]) -> list[str]:
     """Per stage: hash of its declared sections, the run-wide scalars (paths, split names) and
     the previous stage's fingerprint (a stage depends on everything upstream of it)."""
@@ -414,9 +405,9 @@ def resolved_decode(r: Recipe, tuned: bool = True) -> DecodeConfig:
     """``decode`` with the recipe's LM files and grammar filled in and, when ``tuned`` and the tune stage
     has run, its dev-tuned LM weight and word score."""
     d = r.cfg.decode
+    phrases = r.paths.data_dir / "phrases.txt"           # a commands recipe's expanded grammar
     d = replace(d, lexicon=d.lexicon or str(r.paths.lexicon), lm=d.lm or str(r.paths.lm_file(r.cfg.lm.binary)),
-                grammar=d.grammar or (str(r.paths.data_dir / "phrases.txt")           # a commands recipe's phrases
-                                      if (r.paths.data_dir / "phrases.txt").is_file() else ""))
+                grammar=d.grammar or (str(phrases) if phrases.is_file() else ""))
     if tuned and r.paths.tuned.exists():
         best = json.loads(r.paths.tuned.read_text())
         d = replace(d, lm_weight=best["lm_weight"], word_score=best["word_score"])

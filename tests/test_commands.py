@@ -70,6 +70,8 @@ def test_editing_the_grammar_in_place_changes_the_synth_fingerprint(tmp_path):
     (tmp_path / "g.jsgf").write_text(TINY.replace("stop", "halt"))
     after = fingerprints(cfg, [commands_synth_stage, decode_stage])
     assert before[0] != after[0] and before[1] != after[1]           # and everything downstream
+    (tmp_path / "g.jsgf").unlink()                                    # a missing grammar is not "unchanged"
+    assert fingerprints(cfg, [commands_synth_stage, decode_stage])[0] not in (before[0], after[0])
 
 
 @pytest.mark.espeak
