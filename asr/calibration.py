@@ -1,11 +1,17 @@
 """Word confidence that means something: calibration fitted on dev, and how to measure it.
 
 A word's raw confidence is the geometric-mean posterior of its aligned frames
-(``transcribe.words_from_spans``); a BiLSTM CTC model is over-confident, so on a dev set the
-probability that a word is right is fitted as ``sigmoid(a * logit(c) + b)`` (Platt scaling, two
-parameters, Newton's method). ``calibration.json`` next to a model (or in its package) is
-applied by ``asr transcribe`` and ``asr serve``; ``asr evaluate --confidence`` reports ECE, NCE and
-the AUROC of detecting word errors, before and after, with a list of the words to check.
+(``transcribe.words_from_spans``). A BiLSTM CTC model is over-confident, and more so on audio
+unlike its training data (a room, babble), where it is wrong on many words it is sure of. So the
+probability that a word is right is a logistic regression on three features of the word and the
+segment it was heard in (:data:`FEATURES`): the word's logit confidence, the mean logit
+confidence of the segment's words, and the mean frame entropy of the segment's posteriors (nats);
+the last two say how well the model knows this audio. Fitted on dev and on dev through named
+conditions (``asr calibrate --manifest dev.jsonl --manifest dev_reverb.jsonl``, the recipes'
+``calibrate`` stage), it is stored as ``calibration.json`` next to a model (or in its package) and
+applied by ``asr transcribe``, ``asr serve`` and streaming finals; ``asr evaluate --confidence``
+reports ECE, NCE and the AUROC of detecting word errors, before and after, with a list of the
+words to check. Files of format v1 (Platt scaling of the word's confidence alone) still load.
 """
 from __future__ import annotations
 
@@ -14,15 +20,18 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
+from .config import require
 from .errors import AsrError
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FORMAT = "asr-calibration-v1"
+CALIBRATION_FORMAT = "asr-calibration-v2"
+PLATT_FORMAT = "asr-calibration-v1"      # (a, b) on the word's confidence alone
+FEATURES = ("logit_confidence", "segment_mean_logit_confidence", "segment_entropy_nats")
 CALIBRATION_FILE = "calibration.json"
 EPS = "<eps>"
 _CLIP = 1e-4
@@ -32,36 +41,75 @@ class CalibrationError(AsrError):
     """A calibration file cannot be read, or there is nothing to fit."""
 
 
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """A recipe's ``calibrate`` stage: fitted on ``splits`` pooled (dev, and dev through named
+    rooms and noise from ``robust``), for the output of decoder ``method``; none when empty."""
+
+    splits: tuple[str, ...] = ()
+    method: Literal["greedy", "beam", "beam_lm", "grammar"] = "greedy"
+
+    def check(self, where: str) -> None:
+        require(len(set(self.splits)) == len(self.splits), f"{where}.splits", "names a split twice")
+
+
 def _logit(c: np.ndarray) -> np.ndarray:
     c = np.clip(np.asarray(c, np.float64), _CLIP, 1 - _CLIP)
     return np.log(c / (1 - c))
 
 
+def word_features(confidences: Sequence[float], log_probs=None) -> np.ndarray:
+    """(N, 3) :data:`FEATURES` of one segment's N words from their raw confidences and the
+    segment's (T, V) log-probs (a tensor or an array; None: entropy 0)."""
+    x = _logit(np.asarray(confidences, np.float64).reshape(-1))
+    entropy = 0.0
+    if log_probs is not None and len(log_probs):
+        lp = np.asarray(log_probs.detach().cpu().numpy() if hasattr(log_probs, "detach") else log_probs, np.float64)
+        entropy = float(-(np.exp(lp) * lp).sum(1).mean())
+    return np.stack([x, np.full_like(x, x.mean() if x.size else 0.0), np.full_like(x, entropy)], 1)
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """``p(correct) = sigmoid(a * logit(confidence) + b)``; ``fitted_on``: what it saw."""
+    """``p(correct) = sigmoid(weights . features + bias)`` over :data:`FEATURES`; ``fitted_on``:
+    what it saw."""
 
-    a: float = 1.0
-    b: float = 0.0
+    weights: tuple[float, ...] = (1.0, 0.0, 0.0)
+    bias: float = 0.0
     fitted_on: str = ""
     words: int = 0
     model_sha256: str = ""       # the model file it was fitted for ("": any)
 
-    def __call__(self, confidence):
-        return 1.0 / (1.0 + np.exp(-(self.a * _logit(confidence) + self.b)))
+    def probability(self, feats: np.ndarray) -> np.ndarray:
+        """(N, 3) features -> (N,) p(correct)."""
+        return 1.0 / (1.0 + np.exp(-(np.asarray(feats, np.float64) @ np.asarray(self.weights) + self.bias)))
+
+    def apply(self, words: Sequence, log_probs=None) -> None:
+        """Replace the raw confidences of one segment's words (in place) by calibrated ones."""
+        if words:
+            p = self.probability(word_features([w.confidence for w in words], log_probs))
+            for w, c in zip(words, p):
+                w.confidence = round(float(c), 4)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps({"format": CALIBRATION_FORMAT, **asdict(self)}, indent=1) + "\n")
+        d = {"format": CALIBRATION_FORMAT, "features": list(FEATURES), **asdict(self)}
+        path.write_text(json.dumps({**d, "weights": list(self.weights)}, indent=1) + "\n")
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Calibration":
         try:
             d = json.loads(Path(path).read_text())
-            if not isinstance(d, dict) or d.pop("format", None) != CALIBRATION_FORMAT:
+            if not isinstance(d, dict) or d.get("format") not in (CALIBRATION_FORMAT, PLATT_FORMAT):
                 raise ValueError(f"expected a JSON object of format {CALIBRATION_FORMAT}")
-            return cls(float(d["a"]), float(d["b"]), str(d.get("fitted_on", "")), int(d.get("words", 0)),
+            if d["format"] == PLATT_FORMAT:
+                weights, bias = (float(d["a"]), 0.0, 0.0), float(d["b"])
+            else:
+                if d.get("features") != list(FEATURES):
+                    raise ValueError(f"features {d.get('features')}, this version knows {list(FEATURES)}")
+                weights, bias = tuple(float(v) for v in d["weights"]), float(d["bias"])
+            return cls(weights, bias, str(d.get("fitted_on", "")), int(d.get("words", 0)),
                        str(d.get("model_sha256", "")))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise CalibrationError(f"{path}: not a calibration file ({e})") from None
@@ -100,24 +148,24 @@ def label_words(ref: str, hyp: Sequence[str]) -> list[bool]:
     return out
 
 
-def fit(confidence: Sequence[float], correct: Sequence[bool], fitted_on: str = "", iters: int = 50) -> Calibration:
-    """Platt scaling by Newton's method on the log-loss (a tiny ridge keeps it finite when the
-    classes separate)."""
-    x, y = _logit(confidence), np.asarray(correct, np.float64)
-    if x.size < 10 or y.min() == y.max():
-        raise CalibrationError(f"cannot fit a calibration on {x.size} words with "
-                               f"{int(y.sum())} right and {int(x.size - y.sum())} wrong (need both, >= 10)")
-    w = np.array([1.0, 0.0])
-    feats = np.stack([x, np.ones_like(x)], 1)
+def fit(feats: np.ndarray, correct: Sequence[bool], fitted_on: str = "", iters: int = 100) -> Calibration:
+    """Logistic regression of correctness on (N, 3) :func:`word_features` by Newton's method on
+    the log-loss (a small ridge keeps it finite when the classes separate)."""
+    x, y = np.asarray(feats, np.float64).reshape(-1, len(FEATURES)), np.asarray(correct, np.float64)
+    if x.shape[0] < 10 or y.min() == y.max():
+        raise CalibrationError(f"cannot fit a calibration on {x.shape[0]} words with "
+                               f"{int(y.sum())} right and {int(x.shape[0] - y.sum())} wrong (need both, >= 10)")
+    X = np.concatenate([x, np.ones((x.shape[0], 1))], 1)
+    w = np.zeros(X.shape[1])
+    w[0] = 1.0
+    ridge = 1e-3 * x.shape[0] ** 0.5 * np.eye(X.shape[1])
     for _ in range(iters):
-        p = 1 / (1 + np.exp(-(feats @ w)))
-        grad = feats.T @ (p - y) + 1e-3 * w
-        hess = (feats * (p * (1 - p))[:, None]).T @ feats + 1e-3 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
+        p = 1 / (1 + np.exp(-(X @ w)))
+        step = np.linalg.solve((X * (p * (1 - p))[:, None]).T @ X + ridge, X.T @ (p - y) + ridge @ w)
         w -= step
-        if np.abs(step).max() < 1e-8:
+        if np.abs(step).max() < 1e-9:
             break
-    return Calibration(float(w[0]), float(w[1]), fitted_on, int(x.size))
+    return Calibration(tuple(float(v) for v in w[:-1]), float(w[-1]), fitted_on, int(x.shape[0]))
 
 
 def metrics(confidence: Sequence[float], correct: Sequence[bool], bins: int = 15) -> dict:

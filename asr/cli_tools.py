@@ -55,53 +55,33 @@ def write_nbest(nbest: dict, path: Path, refs: dict | None = None) -> dict:
 def confidence_report(rec, utts, decoder, out_dir) -> dict:
     """ECE, NCE and error-detection AUROC of word confidences, raw and calibrated (when the model
     has a calibration); ``out_dir/words_to_check.txt``: hypothesis words below 0.5, least sure first."""
-    from .calibration import metrics
-    from .recognizer import word_confidences
+    from .recognizer import calibrated_confidences, confidence_metrics, word_confidences
 
     scored = word_confidences(rec, utts, decoder)
-    conf = [w.confidence for _, ws, _ in scored for w in ws]
-    right = [c for _, _, cs in scored for c in cs]
-    out = {"raw": metrics(conf, right)}
-    cal = rec.calibration
-    if cal is not None:
-        conf = [float(cal(c)) for c in conf]
-        out["calibrated"] = {**metrics(conf, right), "a": round(cal.a, 4), "b": round(cal.b, 4), "fitted_on": cal.fitted_on}
+    out = confidence_metrics(scored, rec.calibration)
     if out_dir:
-        rows = sorted(((c, i, w) for (i, ws, _), cs in zip(scored, _chunks(conf, scored)) for w, c in zip(ws, cs)
-                       if c < 0.5), key=lambda r: r[0])
+        conf = iter(calibrated_confidences(scored, rec.calibration) if rec.calibration is not None
+                    else [w.confidence for s in scored for w in s.words])
+        rows = sorted(((c, s.id, w) for s in scored for w, c in zip(s.words, conf) if c < 0.5), key=lambda r: r[0])
         path = Path(out_dir) / "words_to_check.txt"
         path.write_text("".join(f"{i}\t{w.start:.2f}\t{w.end:.2f}\t{c:.3f}\t{w.word}\n" for c, i, w in rows))
         out["words_to_check"] = {"file": str(path), "words": len(rows)}
     return out
 
 
-def _chunks(values: list, scored: list) -> list[list]:
-    """``values`` (one per word) cut back into per-utterance lists."""
-    out, k = [], 0
-    for _, ws, _ in scored:
-        out.append(values[k: k + len(ws)])
-        k += len(ws)
-    return out
-
-
 def cmd_calibrate(args) -> int:
-    from .calibration import CALIBRATION_FILE, fit, metrics
+    from .calibration import CALIBRATION_FILE, file_sha256
     from .data import read_manifest
-    from .recognizer import load, word_confidences
+    from .recognizer import fit_calibration, load
 
-    rec = load(args.model)
-    scored = word_confidences(rec, read_manifest(args.manifest), _decoder(args, rec))
-    conf = [w.confidence for _, ws, _ in scored for w in ws]
-    right = [c for _, _, cs in scored for c in cs]
-    from dataclasses import replace
-
-    from .calibration import file_sha256
-
-    cal = replace(fit(conf, right, fitted_on=f"{args.manifest} ({args.method})"), model_sha256=file_sha256(args.model))
+    rec = load(args.model, calibrated=False)
+    sets = {m: read_manifest(m) for m in args.manifest}
+    cal, report = fit_calibration(rec, sets, _decoder(args, rec), file_sha256(args.model))
     out = Path(args.out) if args.out else Path(args.model).parent / CALIBRATION_FILE
     cal.save(out)
-    print(json.dumps({"calibration": str(out), "a": round(cal.a, 4), "b": round(cal.b, 4),
-                      "before": metrics(conf, right), "after": metrics([float(cal(c)) for c in conf], right)}))
+    print(json.dumps({"calibration": str(out), "weights": [round(w, 4) for w in cal.weights],
+                      "bias": round(cal.bias, 4), "before": report["all"]["raw"],
+                      "after": report["all"]["calibrated"], "sets": report}))
     return 0
 
 
@@ -283,10 +263,12 @@ def _words_parsers(sub) -> None:
     p.add_argument("--order", type=int, default=3)
     p.add_argument("--int8", action="store_true")
     p.set_defaults(func=cmd_adapt)
-    p = sub.add_parser("calibrate", help="fit word-confidence calibration on a dev manifest "
+    p = sub.add_parser("calibrate", help="fit word-confidence calibration on dev manifests "
                        "(written beside the model: used by transcribe, serve, export, package)")
     p.add_argument("--model", required=True)
-    p.add_argument("--manifest", required=True, help="dev utterances with reference text")
+    p.add_argument("--manifest", required=True, action="append",
+                   help="dev utterances with reference text; repeat it to pool several (dev through "
+                   "rooms and noise as well as clean dev: confidence that holds on such audio)")
     p.add_argument("--out", help="default: calibration.json beside the model")
     _add_decoding(p)
     p.set_defaults(func=cmd_calibrate)

@@ -27,6 +27,7 @@ from .corpora.robust import RobustConfig
 from .corpora.sentences import TextConfig
 from .corpora.synth import SynthConfig
 from .data import AugmentConfig, DataConfig, oversample, read_manifest
+from .calibration import CalibrateConfig
 from .augment import WaveAugmenter, babble_bank, cached_bank, rir_bank
 from .dataset import build_set, with_wave_augmentation
 from .decode import DecodeConfig, decode_emissions
@@ -73,6 +74,7 @@ class RecipeConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     robust: RobustConfig = field(default_factory=RobustConfig)
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
 
     def check(self, where: str = "config") -> None:
         for f in dataclasses.fields(self):

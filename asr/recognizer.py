@@ -11,7 +11,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ import torch
 from .audio import SAMPLE_RATE_HZ, AudioError
 from .checkpoint import load_checkpoint, quantize_int8
 from .batching import pad_batch
-from .calibration import Calibration, beside, label_words
+from .calibration import Calibration, beside, label_words, word_features
 from .data import Utterance, bucket_batches, load_utterance_audio
 from .decode import DecodeConfig, Decoder, GreedyDecoder, Hypothesis, decode_emissions, make_decoder
 from .errors import Problem
@@ -110,17 +110,18 @@ class Recognizer:
 
 
 def load(path: str | Path, device: str = "cpu", int8: bool = False, decode: DecodeConfig | None = None,
-         method: str | None = None) -> Recognizer:
+         method: str | None = None, calibrated: bool = True) -> Recognizer:
     """Load a self-describing checkpoint as a :class:`Recognizer` (``weights_only=True``: a
     checkpoint can never execute code). ``int8``: dynamically quantized copy for fast CPU
     inference; ``decode``/``method``: the default decoder (greedy when not given); a
-    ``calibration.json`` beside the file calibrates word confidences."""
+    ``calibration.json`` beside the file calibrates word confidences (unless not ``calibrated``)."""
     loaded = load_checkpoint(path)
     model = loaded.model.to(device).eval()
     if int8:
         model = quantize_int8(model)
     decoder = make_decoder(loaded.tokenizer, decode or DecodeConfig(), method)
-    return Recognizer(model, loaded.tokenizer, cached_extractor(loaded.features), decoder, loaded.info, beside(path))
+    return Recognizer(model, loaded.tokenizer, cached_extractor(loaded.features), decoder, loaded.info,
+                      beside(path) if calibrated else None)
 
 
 def utterance_features(rec: Recognizer, utts: Sequence[Utterance], cache: dict | None = None
@@ -168,22 +169,64 @@ def decode_utterances(rec: Recognizer, utts: Sequence[Utterance], cache: dict | 
                   "skipped": len(problems)}, problems
 
 
+class ScoredWords(NamedTuple):
+    """One utterance's hypothesis words (raw confidences), whether each is right, and their (N, 3)
+    calibration features (:func:`asr.calibration.word_features`)."""
+
+    id: str
+    words: list
+    right: list[bool]
+    features: np.ndarray
+
+
 def word_confidences(rec: Recognizer, utts: Sequence[Utterance], decoder: Decoder | None = None,
-                     calibrated: bool = False) -> list[tuple[str, list, list[bool]]]:
-    """Per utterance ``(id, hypothesis words with times and confidence, whether each is right)``:
-    decoded, aligned on the decoded ids and labelled against the reference (sclite alignment).
-    Raw confidences unless ``calibrated``. Unreadable utterances are left out (and logged)."""
+                     cache: dict | None = None) -> list[ScoredWords]:
+    """Per utterance: decoded, aligned on the decoded ids and labelled against the reference
+    (sclite alignment); features from ``cache`` where it has them. Unreadable utterances are
+    left out (and logged)."""
     from .transcribe import align_words
 
-    feats, ids, _ = utterance_features(rec, utts)
+    feats, ids, _ = utterance_features(rec, utts, cache)
     emis = rec.emissions(feats)
     hyps = decode_emissions(decoder or rec.decoder, emis)
     refs = {u.id: u.text for u in utts}
     out = []
     for i, e, h in zip(ids, emis, hyps):
         words = align_words(e, h.ids, rec.tokenizer.vocab, rec.frame_s, 0.0)
-        if calibrated and rec.calibration is not None:
-            for w in words:
-                w.confidence = round(float(rec.calibration(w.confidence)), 4)
-        out.append((i, words, label_words(refs[i], [w.word for w in words])))
+        out.append(ScoredWords(i, words, label_words(refs[i], [w.word for w in words]),
+                               word_features([w.confidence for w in words], e)))
     return out
+
+
+def confidence_metrics(scored: Sequence[ScoredWords], calibration: Calibration | None = None) -> dict:
+    """ECE, NCE and error-detection AUROC (:func:`asr.calibration.metrics`) of raw confidences, and
+    of calibrated ones when ``calibration`` is given."""
+    from .calibration import metrics
+
+    right = [c for s in scored for c in s.right]
+    out = {"raw": metrics([w.confidence for s in scored for w in s.words], right)}
+    if calibration is not None:
+        out["calibrated"] = {**metrics(calibrated_confidences(scored, calibration), right),
+                             "fitted_on": calibration.fitted_on}
+    return out
+
+
+def calibrated_confidences(scored: Sequence[ScoredWords], calibration: Calibration) -> list[float]:
+    """Every scored word's calibrated confidence, in order."""
+    return [float(p) for s in scored if s.words for p in calibration.probability(s.features)]
+
+
+def fit_calibration(rec: Recognizer, utt_sets: dict[str, Sequence[Utterance]], decoder: Decoder | None = None,
+                    model_sha256: str = "", caches: dict[str, dict] | None = None) -> tuple[Calibration, dict]:
+    """A calibration fitted on every set of ``utt_sets`` (name -> utterances) pooled, and the
+    metrics of each set and of all of them, before and after (``caches``: name -> features)."""
+    from .calibration import fit
+
+    caches = caches or {}
+    scored = {name: word_confidences(rec, utts, decoder, caches.get(name)) for name, utts in utt_sets.items()}
+    pooled = [s for ss in scored.values() for s in ss]
+    feats = np.concatenate([s.features for s in pooled if s.words] or [np.zeros((0, 3))])
+    cal = fit(feats, [c for s in pooled for c in s.right], fitted_on=" + ".join(utt_sets))
+    cal = replace(cal, model_sha256=model_sha256)
+    report = {name: confidence_metrics(ss, cal) for name, ss in scored.items()}
+    return cal, {**report, "all": confidence_metrics(pooled, cal)}

@@ -199,8 +199,8 @@ class Streamer:
         hyp = self.decoder.end()
         logp = torch.cat(self.logp)
         words = align_words(logp, hyp.ids, self.rec.tokenizer.vocab, self.frame_s, self._t(0))
-        for w in words if self.rec.calibration is not None else []:
-            w.confidence = round(float(self.rec.calibration(w.confidence)), 4)
+        if self.rec.calibration is not None:
+            self.rec.calibration.apply(words, logp)
         event = StreamEvent("final", hyp.text, self._t(0), self._t(self.done), words)
         self._restart()
         return [event] if hyp.text else []

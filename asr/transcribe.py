@@ -268,8 +268,8 @@ def decode_segments(rec, segs: list[tuple[float, np.ndarray]], opts: SegmentOpti
     for (start, audio), lp, n, hyp in zip(segs, log_probs, out_lens, hyps):
         words = align_words(lp[: int(n)], hyp.ids, rec.tokenizer.vocab, rec.frame_s, start)
         calibration = getattr(rec, "calibration", None)
-        for w in words if calibration is not None else []:
-            w.confidence = round(float(calibration(w.confidence)), 4)
+        if calibration is not None:
+            calibration.apply(words, lp[: int(n)])
         if opts.snap_words:
             words = snap_to_speech(words, audio, start, opts)
         alts = [{"text": t, "score": round(sc, 4)} for t, sc in getattr(hyp, "alternatives", [])]

@@ -56,7 +56,7 @@ def test_rerun_skips_finished_stages_and_refuses_changed_config(tiny_recipe):
     tmp, config, _ = tiny_recipe
     res = _run(config)
     assert res.returncode == 0
-    assert res.stderr.count("done, skipping") == 5
+    assert res.stderr.count("done, skipping") == 6
     changed = tmp / "changed.yaml"
     changed.write_text(config.read_text().replace("epochs: 30", "epochs: 31"))
     res = _run(changed, "--stage", "3")
