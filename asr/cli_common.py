@@ -96,7 +96,8 @@ def _decoder(args, rec):
 def _stream_config(args):
     from .stream import StreamConfig
 
-    return StreamConfig(chunk_frames=args.chunk, right_frames=args.right, endpoint_s=args.endpoint)
+    return StreamConfig(chunk_frames=args.chunk, right_frames=args.right, endpoint_s=args.endpoint,
+                        final_pass=args.final_pass)
 
 
 def _add_streaming(p: argparse.ArgumentParser) -> None:
@@ -104,6 +105,9 @@ def _add_streaming(p: argparse.ArgumentParser) -> None:
     g.add_argument("--chunk", type=int, default=8, help="output frames per chunk")
     g.add_argument("--right", type=int, default=4, help="look-ahead output frames")
     g.add_argument("--endpoint", type=float, default=0.5, help="seconds of blank after speech that end an utterance")
+    g.add_argument("--final-pass", choices=("stream", "full"), default="stream",
+                   help="full: each final result re-decodes its utterance with the whole bidirectional model "
+                   "(two-pass: offline accuracy for finals, partials keep the chunk latency)")
 
 
 def _formats(allowed: tuple[str, ...]):

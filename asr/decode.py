@@ -211,22 +211,58 @@ class GrammarDecoder:
         return F.ctc_loss(lp.unsqueeze(1).expand(n, k, lp.shape[-1]), flat, torch.full((k,), n, dtype=torch.long),
                           self.lens[a:b], blank=0, reduction="none", zero_infinity=False)
 
-    # incremental interface (streaming): the best phrase for the frames so far
+    # incremental interface (streaming): the best phrase for the frames so far, by the CTC forward
+    # variables of every phrase carried from frame to frame (each frame is read once)
     def begin(self) -> None:
-        self._frames: list[torch.Tensor] = []
+        ext, self._ends = _extended_targets(self.targets)                # (K, S), (K, 2)
+        self._ext = ext
+        self._skip = (ext > 0) & (ext != F.pad(ext, (2, 0), value=-1)[:, :-2])   # s-2 -> s allowed
+        self._alpha: torch.Tensor | None = None                        # (K, S) log alphas
 
     def step(self, log_probs: torch.Tensor) -> None:
-        if log_probs.shape[0]:
-            self._frames.append(log_probs.detach().float().cpu())
+        neg = torch.tensor(float("-inf"))
+        for lp in log_probs.detach().float().cpu():
+            emit = lp[self._ext.clamp(min=0)].masked_fill(self._ext < 0, float("-inf"))
+            if self._alpha is None:
+                alpha = torch.full_like(emit, float("-inf"))
+                alpha[:, :2] = emit[:, :2]
+            else:
+                a = self._alpha
+                one = F.pad(a, (1, 0), value=float("-inf"))[:, :-1]
+                two = torch.where(self._skip, F.pad(a, (2, 0), value=float("-inf"))[:, :-2], neg)
+                alpha = torch.logsumexp(torch.stack([a, one, two]), 0) + emit
+            self._alpha = alpha
 
     def partial(self) -> Hypothesis:
-        if not self._frames:
+        if self._alpha is None:
             return Hypothesis([], "", 0.0)
-        lp = torch.cat(self._frames)
-        return self(lp.unsqueeze(0), torch.tensor([lp.shape[0]]))[0]
+        padded = F.pad(self._alpha, (0, 1), value=float("-inf"))     # column S: "no such position"
+        scores = torch.logsumexp(padded.gather(1, self._ends), 1)      # (K,) log p(phrase | frames)
+        order = torch.argsort(-scores).tolist()
+        best = order[0]
+        if not torch.isfinite(scores[best]):
+            return Hypothesis([], "", float("-inf"))
+        hyp = Hypothesis(list(self.targets[best]), self.phrases[best], float(scores[best]))
+        if self.nbest > 1:
+            hyp.alternatives = [(self.phrases[i], float(scores[i])) for i in order[: self.nbest] if torch.isfinite(scores[i])]
+        return hyp
 
     def end(self) -> Hypothesis:
         return self.partial()
+
+
+def _extended_targets(targets: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Blank-interleaved CTC label sequences (K, S_max) padded with -1, and each one's last two
+    positions (K, 2) (the final blank and the last label; for an empty target the blank and
+    S_max, a position that never holds probability)."""
+    s_max = 2 * max(len(t) for t in targets) + 1
+    ext = torch.full((len(targets), s_max), -1, dtype=torch.long)
+    ends = torch.zeros(len(targets), 2, dtype=torch.long)
+    for k, t in enumerate(targets):
+        ext[k, : 2 * len(t) + 1] = 0
+        ext[k, 1: 2 * len(t): 2] = torch.tensor(list(t), dtype=torch.long)
+        ends[k] = torch.tensor([2 * len(t), 2 * len(t) - 1 if t else s_max])
+    return ext, ends
 
 
 def _grammar(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> Decoder:

@@ -14,6 +14,11 @@ times and confidence from forced alignment of the decoded units) when the model 
 only blanks for ``endpoint_s`` after speech, when an utterance reaches ``max_utterance_s``, or
 at the end of the input. After a final everything restarts from the committed frame, as the
 offline transcriber decodes each segment on its own.
+
+With ``final_pass: full`` the final result is a second pass (as two-pass systems do, e.g.
+WeNet's rescoring): the utterance's features run once through the whole bidirectional model and
+are decoded afresh, so partials come at the chunk latency and finals are as accurate as offline
+decoding, for a few milliseconds of compute at the endpoint.
 """
 from __future__ import annotations
 
@@ -52,6 +57,8 @@ class StreamConfig:
     dc_block: bool = True          # remove DC offset with a one-pole high-pass
     cmn_history_s: float = 0.0     # utterance CMN also counts this much of the stream's past
                                    # (0: each utterance by itself, as in training and offline)
+    final_pass: Literal["stream", "full"] = "stream"   # full: finals from the whole bidirectional
+                                   # model over the utterance (two-pass), partials from the chunks
 
     def check(self, where: str = "stream") -> None:
         require(self.chunk_frames >= 1, f"{where}.chunk_frames", "must be >= 1")
@@ -198,12 +205,24 @@ class Streamer:
             return []
         hyp = self.decoder.end()
         logp = torch.cat(self.logp)
+        if self.cfg.final_pass == "full":
+            logp = self._full_pass()
+            self.decoder.begin()
+            self.decoder.step(logp)
+            hyp = self.decoder.end()
         words = align_words(logp, hyp.ids, self.rec.tokenizer.vocab, self.frame_s, self._t(0))
         if self.rec.calibration is not None:
             self.rec.calibration.apply(words, logp)
         event = StreamEvent("final", hyp.text, self._t(0), self._t(self.done), words)
         self._restart()
         return [event] if hyp.text else []
+
+    @torch.inference_mode()
+    def _full_pass(self) -> torch.Tensor:
+        """(done, V) log-probs of the utterance's committed frames from the whole bidirectional
+        model: the offline computation on the same features (utterance CMN over the utterance)."""
+        log_probs, out_lens = self.rec.forward([self.feats[: self.done * self.stack]])
+        return log_probs[0, : int(out_lens[0])].float().cpu()
 
     def _restart(self) -> None:
         cut = self.done * self.stack

@@ -88,6 +88,29 @@ def test_grammar_decoder_only_says_what_the_grammar_allows():
     assert dec.end().text == "turn off the light"
 
 
+@pytest.mark.parametrize("chunk", [1, 4, 7])
+def test_incremental_grammar_scores_equal_the_batch_ctc_likelihood(chunk):
+    """Streaming partials carry every phrase's CTC forward variables: after each chunk the scores
+    are the batch CTC log-likelihoods of the frames so far (phrases of different lengths, an
+    empty one, repeated letters), without keeping or rescanning the frames."""
+    tok = CharTokenizer()
+    phrases = ["a", "ll", "hello", "open the door now", "oh", ""]
+    dec = GrammarDecoder(tok, phrases, nbest=6)
+    lp = torch.randn(23, len(tok.vocab), generator=torch.Generator().manual_seed(chunk)).log_softmax(-1)
+    dec.begin()
+    for k in range(0, lp.shape[0], chunk):
+        dec.step(lp[k: k + chunk])
+        n = min(k + chunk, lp.shape[0])
+        got = dict(dec.partial().alternatives or [])
+        ref = dec._nll(lp[:n], 0, len(phrases))
+        for i, ph in enumerate(phrases):
+            if torch.isfinite(ref[i]):
+                assert got[ph] == pytest.approx(-float(ref[i]), abs=1e-3)
+            else:
+                assert ph not in got
+    assert not hasattr(dec, "_frames")
+
+
 @pytest.mark.espeak
 def test_evaluate_and_transcribe_with_a_grammar(tiny_recipe, tmp_path):
     tmp = tiny_recipe[0]

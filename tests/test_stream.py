@@ -69,6 +69,29 @@ def test_short_lookahead_commits_every_frame_once(chunk, right, block):
     assert (got - ref).abs().max() > 1e-3
 
 
+@pytest.mark.parametrize("cmn", [False, True])
+def test_two_pass_final_is_the_offline_result(cmn):
+    """final_pass: full -- the chunks (no look-ahead) give different log-probs, the final's second
+    pass gives exactly the offline ones and the offline text."""
+    rec = _rec(cmn)
+    x = _noise(2.0, seed=3)
+    ref = rec.emissions([rec.features(x)])[0]
+    cfg = StreamConfig(chunk_frames=4, right_frames=0, endpoint_s=0, dc_block=False, final_pass="full")
+    st = Streamer(rec, cfg)
+    for i in range(0, x.size, 1600):
+        st.accept(x[i: i + 1600])
+    st._push(st.frames.finish(), final=True)
+    assert (torch.cat(st.logp) - ref).abs().max() > 1e-3
+    full = st._full_pass()
+    assert full.shape == ref.shape and (full - ref).abs().max() < 1e-4
+    offline = rec.decode_features([rec.features(x)])[0].text
+    finals = [e for e in stream_file(rec, x, cfg) if e.kind == "final"]
+    assert [e.text for e in finals] == ([offline] if offline else [])
+    streamed = [e.text for e in stream_file(rec, x, StreamConfig(chunk_frames=4, right_frames=0, endpoint_s=0,
+                                                                   dc_block=False)) if e.kind == "final"]
+    assert offline and streamed != [offline]
+
+
 def test_incremental_greedy_and_beam_match_batch_decoding():
     tok = CharTokenizer()
     torch.manual_seed(3)
