@@ -16,6 +16,7 @@ close naming the problem; a client that vanishes only ends its own stream.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.parser
 import functools
 import io
@@ -25,6 +26,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Callable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -35,7 +37,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from .audio import AudioError, check_rate
 from .config import require
-from .decode import DecodeConfig
+from .decode import DecodeConfig, Decoder
 from .errors import AsrError
 from .recognizer import Recognizer
 from .stream import StreamConfig, Streamer
@@ -99,6 +101,36 @@ class Capacity:
             self.served += 1
 
 
+class DecoderPool:
+    """Decoders built once and leased out: a beam_lm decoder loads its LM and builds its lexicon
+    trie (about a second for a 9-MB LM), too slow to repeat per request. A decoder keeps search
+    state, so a lease is one upload or stream at a time; the pool never holds more decoders than
+    uploads and streams ever ran at once (bounded by the server's limits)."""
+
+    def __init__(self, factory: Callable[[], Decoder]):
+        self.factory, self.free, self.built = factory, [], 0
+        self.lock = threading.Lock()
+
+    def acquire(self) -> Decoder:
+        with self.lock:
+            if self.free:
+                return self.free.pop()
+            self.built += 1
+        return self.factory()                 # built outside the lock: others are not held up
+
+    def release(self, decoder: Decoder) -> None:
+        with self.lock:
+            self.free.append(decoder)
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[Decoder]:
+        decoder = self.acquire()
+        try:
+            yield decoder
+        finally:
+            self.release(decoder)
+
+
 def read_upload(body: bytes, content_type: str) -> bytes:
     """The audio bytes of a request: the body, or the first file part of a multipart form."""
     if not content_type.startswith("multipart/form-data"):
@@ -136,11 +168,11 @@ async def read_body(request: Request, limit: int) -> bytes | None:
     return bytes(body)
 
 
-def health(cap: Capacity, cfg: ServeConfig, rec: Recognizer) -> dict:
+def health(cap: Capacity, cfg: ServeConfig, rec: Recognizer, decoders: DecoderPool) -> dict:
     """What ``GET /healthz`` answers: work in flight, counters, capacity and latency."""
     return {"status": "ok", "uploads": cap.uploads, "streams": cap.streams, "served": cap.served,
             "refused": cap.refused, "workers": cfg.threads, "frame_s": rec.frame_s,
-            "latency_s": cfg.stream.latency_s(rec.frame_s)}
+            "latency_s": cfg.stream.latency_s(rec.frame_s), "decoders_built": decoders.built}
 
 
 def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
@@ -152,7 +184,7 @@ def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
     app = FastAPI(title="asr", docs_url=None, redoc_url=None)
     app.state.capacity, app.state.pool = cap, pool
     page = resources.files("asr").joinpath("web/index.html").read_text()
-    decoder = functools.partial(rec.make_decoder, cfg.decode, cfg.method)     # one per request/stream
+    decoders = DecoderPool(functools.partial(rec.make_decoder, cfg.decode, cfg.method))
 
     def error(status: int, message: str, **headers) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status, headers=headers)
@@ -163,7 +195,7 @@ def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
 
     @app.get("/healthz")
     async def healthz() -> dict:
-        return health(cap, cfg, rec)
+        return health(cap, cfg, rec, decoders)
 
     @app.post("/v1/transcribe")
     async def upload(request: Request):
@@ -180,7 +212,8 @@ def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
 
             def run():                       # parsing and decoding too: never on the event loop
                 x, rate = decode_upload(read_upload(body, ctype), cfg.max_upload_s)
-                return transcribe(rec.with_decoder(decoder()), x, rate, SegmentOptions())
+                with decoders.lease() as decoder:
+                    return transcribe(rec.with_decoder(decoder), x, rate, SegmentOptions())
             return (await asyncio.get_running_loop().run_in_executor(pool, run)).to_dict()
         except asyncio.TimeoutError:
             return error(408, f"upload not received within {cfg.upload_timeout_s:g} s")
@@ -197,15 +230,16 @@ def create_app(rec: Recognizer, cfg: ServeConfig = ServeConfig()):
             await ws.close(code=1013)
             return
         try:
-            await run_stream(ws, rec, cfg, pool, decoder)
+            await run_stream(ws, rec, cfg, pool, decoders)
         finally:
             cap.give("streams")
 
     return app
 
 
-async def run_stream(ws, rec: Recognizer, cfg: ServeConfig, pool, decoder) -> None:
-    """One WebSocket stream; every way it can end closes it cleanly."""
+async def run_stream(ws, rec: Recognizer, cfg: ServeConfig, pool, decoders: DecoderPool) -> None:
+    """One WebSocket stream (its decoder leased from ``decoders`` for its lifetime, built or
+    fetched off the event loop); every way it can end closes it cleanly."""
     loop = asyncio.get_running_loop()
 
     async def fail(message: str, code: int) -> None:
@@ -217,9 +251,18 @@ async def run_stream(ws, rec: Recognizer, cfg: ServeConfig, pool, decoder) -> No
         rate = int(ws.query_params.get("rate", "16000"))
         if rate != 16000:
             raise AudioError(f"stream: rate must be 16000 (16-bit mono PCM), got {rate}")
-        streamer = Streamer(rec, cfg.stream, decoder())
     except (ValueError, AsrError) as e:
         return await fail(f"bad stream parameters: {e}", 1003)
+    decoder = await loop.run_in_executor(pool, decoders.acquire)
+    try:
+        await stream_loop(ws, Streamer(rec, cfg.stream, decoder), cfg, pool, fail)
+    finally:
+        decoders.release(decoder)
+
+
+async def stream_loop(ws, streamer: Streamer, cfg: ServeConfig, pool, fail) -> None:
+    """PCM messages in, events out, until EOS, a limit, an error or the client leaving."""
+    loop = asyncio.get_running_loop()
     samples, started = 0, loop.time()
     try:
         while True:

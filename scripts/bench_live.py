@@ -68,8 +68,9 @@ def simulate(rec, x: np.ndarray, cfg: StreamConfig, decoder=None, tail_s: float 
 
 def stream_texts(rec, audio, cfg: StreamConfig, decoder_fn=None) -> tuple[dict, float]:
     hyps, compute, total = {}, 0.0, 0.0
+    decoder = decoder_fn() if decoder_fn else None        # built once (as asr serve's pool does), reset per stream
     for uid, x in audio.items():
-        r = simulate(rec, x, cfg, decoder_fn() if decoder_fn else None)
+        r = simulate(rec, x, cfg, decoder)
         hyps[uid] = " ".join(e.text for _, e in r["events"] if e.kind == "final")
         compute, total = compute + r["compute_s"], total + r["audio_s"]
     return hyps, compute / total

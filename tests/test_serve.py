@@ -158,6 +158,22 @@ def test_stream_gives_partials_and_a_final_then_done(server):
     assert all(e["type"] in ("partial", "final") for e in events[:-1])
 
 
+def test_decoders_are_built_once_and_reused(server):
+    """Uploads and streams lease decoders from a pool (a beam_lm one takes a second to build):
+    one after another they reuse one; never more than the limits allow at once."""
+    before = _health(server.url)["decoders_built"]
+    x, _ = sf.read(io.BytesIO(_wav(1.0)), dtype="int16")
+    for _ in range(3):
+        with _ws(server) as ws:
+            ws.send(x.tobytes())
+            ws.send("EOS")
+            assert _events(ws)[-1]["type"] == "done"
+        assert _post(server.url, _wav(1.0))[0] == 200
+    health = _health(server.url)
+    assert health["decoders_built"] == max(before, 1) and health["streams"] == health["uploads"] == 0
+    assert health["decoders_built"] <= 1 + 1 + 2          # workers + queue + max_streams
+
+
 @pytest.mark.parametrize("query,messages,code,words", [
     ("rate=8000", [], 1003, "rate must be 16000"),
     ("rate=abc", [], 1003, "bad stream parameters"),
