@@ -14,6 +14,11 @@ def load(path, device: str = "cpu", int8: bool = False, decode=None, method=None
     from .lite import is_export, load_lite
 
     if is_export(path):
+        if (method or getattr(decode, "method", "greedy")) != "greedy":
+            from .config import ConfigError
+
+            raise ConfigError(f"{path}: an ONNX export decodes greedily; beam search and grammars need "
+                              f"the checkpoint or a package (asked for {method or decode.method!r})")
         return load_lite(path, int8=int8)
     if str(path).endswith((".tar.gz", ".tgz")):
         from .package import load_package

@@ -123,6 +123,14 @@ def test_beam_search_on_an_export_is_a_named_error(exported, tmp_path):
     res = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", str(out), "--method", "beam",
                           str(tmp_path / "a.wav")], capture_output=True, text=True)
     assert res.returncode == 2 and "decodes greedily" in res.stderr
+    import asr
+    from asr.config import ConfigError
+    from asr.decode import DecodeConfig
+
+    for kwargs in ({"method": "beam"}, {"decode": DecodeConfig(method="grammar", grammar="g.txt")}):
+        with pytest.raises(ConfigError, match="decodes greedily"):        # the library call too, not silently greedy
+            asr.load(out, **kwargs)
+    assert asr.load(out, method="greedy").transcribe(_speechlike(1.0, 1)) is not None
 
 
 @pytest.mark.espeak
