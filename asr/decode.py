@@ -179,29 +179,34 @@ class GrammarDecoder:
     ``asr.grammar``): each phrase is scored by its CTC log-likelihood (all alignments summed),
     and the best is the hypothesis; ``nbest`` keeps the runners-up. Exact for the grammar."""
 
-    def __init__(self, tokenizer: Tokenizer, phrases: Sequence[str], nbest: int = 1):
+    def __init__(self, tokenizer: Tokenizer, phrases: Sequence[str], nbest: int = 1, unit_bonus: float = 0.0):
         if not phrases:
             raise ConfigError("a grammar decoder needs at least one phrase")
         self.tokenizer, self.phrases, self.nbest = tokenizer, list(phrases), nbest
         self.targets = [tokenizer.encode(p) for p in self.phrases]
         self.flat = torch.tensor([i for t in self.targets for i in t], dtype=torch.long)
         self.lens = torch.tensor([len(t) for t in self.targets], dtype=torch.long)
+        self.bonus = unit_bonus * self.lens.float()        # (K,) added to each phrase's log-likelihood
 
     def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[Hypothesis]:
-        out = []
+        return [self._best(self.bonus - self.phrase_nll(lp[:n]))
+                for lp, n in zip(log_probs.detach().float().cpu(), out_lens.tolist())]
+
+    def phrase_nll(self, lp: torch.Tensor) -> torch.Tensor:
+        """(K,) CTC negative log-likelihood of every phrase on (T, V) log-probs (inf: cannot fit)."""
         k = len(self.phrases)
-        for lp, n in zip(log_probs.detach().float().cpu(), out_lens.tolist()):
-            nll = torch.cat([self._nll(lp[:n], a, min(a + PHRASE_CHUNK, k)) for a in range(0, k, PHRASE_CHUNK)])
-            order = torch.argsort(nll).tolist()
-            best = order[0]
-            if not torch.isfinite(nll[best]):          # no phrase fits in so few frames
-                out.append(Hypothesis([], "", float("-inf")))
-                continue
-            hyp = Hypothesis(list(self.targets[best]), self.phrases[best], -float(nll[best]))
-            if self.nbest > 1:
-                hyp.alternatives = [(self.phrases[i], -float(nll[i])) for i in order[: self.nbest] if torch.isfinite(nll[i])]
-            out.append(hyp)
-        return out
+        return torch.cat([self._nll(lp.float(), a, min(a + PHRASE_CHUNK, k)) for a in range(0, k, PHRASE_CHUNK)])
+
+    def _best(self, scores: torch.Tensor) -> Hypothesis:
+        """The hypothesis of (K,) phrase scores (and the runners-up as alternatives)."""
+        order = torch.argsort(-scores).tolist()
+        best = order[0]
+        if not torch.isfinite(scores[best]):           # no phrase fits in so few frames
+            return Hypothesis([], "", float("-inf"))
+        hyp = Hypothesis(list(self.targets[best]), self.phrases[best], float(scores[best]))
+        if self.nbest > 1:
+            hyp.alternatives = [(self.phrases[i], float(scores[i])) for i in order[: self.nbest] if torch.isfinite(scores[i])]
+        return hyp
 
     def _nll(self, lp: torch.Tensor, a: int, b: int) -> torch.Tensor:
         """CTC negative log-likelihood of phrases a..b-1 on (T, V) ``lp`` (inf: cannot fit)."""
@@ -237,15 +242,7 @@ class GrammarDecoder:
         if self._alpha is None:
             return Hypothesis([], "", 0.0)
         padded = F.pad(self._alpha, (0, 1), value=float("-inf"))     # column S: "no such position"
-        scores = torch.logsumexp(padded.gather(1, self._ends), 1)      # (K,) log p(phrase | frames)
-        order = torch.argsort(-scores).tolist()
-        best = order[0]
-        if not torch.isfinite(scores[best]):
-            return Hypothesis([], "", float("-inf"))
-        hyp = Hypothesis(list(self.targets[best]), self.phrases[best], float(scores[best]))
-        if self.nbest > 1:
-            hyp.alternatives = [(self.phrases[i], float(scores[i])) for i in order[: self.nbest] if torch.isfinite(scores[i])]
-        return hyp
+        return self._best(torch.logsumexp(padded.gather(1, self._ends), 1) + self.bonus)   # log p(phrase | frames)
 
     def end(self) -> Hypothesis:
         return self.partial()
@@ -270,7 +267,7 @@ def _grammar(tokenizer: Tokenizer, cfg: DecodeConfig, beam_size: int | None) -> 
 
     if not cfg.grammar:
         raise ConfigError("grammar decoding needs decode.grammar (a .jsgf file or a phrase list)")
-    return GrammarDecoder(tokenizer, load_phrases(cfg.grammar, tokenizer), cfg.nbest)
+    return GrammarDecoder(tokenizer, load_phrases(cfg.grammar, tokenizer), cfg.nbest, cfg.unit_bonus)
 
 
 def biased_lm(lexicon: str, lm: str, boost: dict[str, float]):

@@ -33,6 +33,10 @@ class DecodeConfig:
     tune_beam_size: int = 50
     nbest: int = 1                         # beam decoders: alternatives kept per utterance
     grammar: str = ""                      # grammar: a JSGF file (.jsgf) or a phrase list, one per line
+    unit_bonus: float = 0.0                # grammar: added per output unit of a phrase (natural log):
+                                           # a phrase's CTC likelihood favours the shorter ones
+    tune_unit_bonus: tuple[float, ...] = ()   # grammar: grid searched by a recipe's tune stage
+    tune_splits: tuple[str, ...] = ()      # what the unit bonus is tuned on, pooled (empty: dev)
     word_boost: dict[str, float] = field(default_factory=dict)   # beam_lm: hotword -> bonus (natural log)
                                            # added to the LM score at every emission of the word
 

@@ -40,7 +40,6 @@ from .plots import evaluation_figures
 from .recognizer import Recognizer, load, utterance_features
 from .results import results_markdown, results_table, score_split
 from .runtime import Dist, Runtime
-from .score import error_rates
 from .text import BPETokenizer, CharTokenizer, TokenizerConfig, Tokenizer
 from .train import TrainConfig, train
 
@@ -405,14 +404,14 @@ def lm_stage(r: Recipe) -> None:
 
 def resolved_decode(r: Recipe, tuned: bool = True) -> DecodeConfig:
     """``decode`` with the recipe's LM files and grammar filled in and, when ``tuned`` and the tune stage
-    has run, its dev-tuned LM weight and word score."""
+    (``asr.recipe_tune``) has run, its dev-tuned LM weight and word score or grammar unit bonus."""
     d = r.cfg.decode
     phrases = r.paths.data_dir / "phrases.txt"           # a commands recipe's expanded grammar
     d = replace(d, lexicon=d.lexicon or str(r.paths.lexicon), lm=d.lm or str(r.paths.lm_file(r.cfg.lm.binary)),
                 grammar=d.grammar or (str(phrases) if phrases.is_file() else ""))
     if tuned and r.paths.tuned.exists():
         best = json.loads(r.paths.tuned.read_text())
-        d = replace(d, lm_weight=best["lm_weight"], word_score=best["word_score"])
+        d = replace(d, **{k: best[k] for k in ("lm_weight", "word_score", "unit_bonus") if k in best})
     return d
 
 
@@ -425,32 +424,6 @@ def split_emissions(r: Recipe, rec: Recognizer, split: str, dist: Dist = Dist())
     feats, ids, problems = utterance_features(rec, dist.shard(utts), cache)
     emis = dict(zip(ids, rec.emissions(feats, r.cfg.decode.batch_frames)))
     return utts, emis, [p.id for p in problems], time.perf_counter() - t0
-
-
-@stage(reads=("data", "features", "tokenizer", "lm", "decode"))
-def tune_stage(r: Recipe) -> dict:
-    """Grid search of LM weight x word score for beam_lm on dev; ``exp/decode/tuned.json``."""
-    d = resolved_decode(r, tuned=False)
-    if not d.tune_lm_weights:
-        return {}
-    rec = load(r.paths.best_model)
-    utts, emis, failed, _ = split_emissions(r, rec, r.cfg.dev_split)
-    refs = {u.id: u.text for u in utts}
-    ids = list(emis)
-    grid = []
-    for lm_weight in d.tune_lm_weights:
-        for word_score in d.tune_word_scores:
-            dec = rec.make_decoder(replace(d, lm_weight=lm_weight, word_score=word_score), "beam_lm",
-                                   beam_size=d.tune_beam_size)
-            hyps = {i: h.text for i, h in zip(ids, decode_emissions(dec, [emis[i] for i in ids]))}
-            hyps.update({i: "" for i in failed})
-            wer = error_rates(refs, hyps).wer
-            grid.append({"lm_weight": lm_weight, "word_score": word_score, "wer": round(wer, 3)})
-            log.info("lm_weight %s word_score %s: dev WER %.2f%%", lm_weight, word_score, wer)
-    best = min(grid, key=lambda g: (g["wer"], g["lm_weight"], g["word_score"]))
-    out = {**best, "dev_split": r.cfg.dev_split, "beam_size": d.tune_beam_size, "grid": grid}
-    atomic_write_text(r.paths.tuned, json.dumps(out, indent=1) + "\n")
-    return out
 
 
 def decode_split(r: Recipe, rec: Recognizer, decoders: dict, split: str):

@@ -21,7 +21,7 @@ LAYERS = [
     {"transcribe", "recognizer", "lite", "export", "alignment"},
     {"train", "stream", "package", "report", "adapt"},
     {"serve"},
-    {"recipe", "corpora.stages"},
+    {"recipe", "recipe_tune", "recipe_calibration", "corpora.stages"},
     {"cli", "cli_common", "cli_tools", "__init__", "__main__"},
 ]
 LAYER = {m: i for i, layer in enumerate(LAYERS) for m in layer}

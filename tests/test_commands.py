@@ -97,3 +97,6 @@ def test_commands_recipe_end_to_end(tmp_path):
         assert r["methods"]["grammar"]["ser"] <= r["methods"]["greedy"]["ser"]
     assert results["test_unseen"]["methods"]["grammar"]["ser"] <= 30
     assert "grammar SER %" in res.stdout
+    tuned = json.loads((tmp_path / "exp/decode/tuned.json").read_text())       # stage 4: the unit bonus on dev
+    assert tuned["unit_bonus_splits"] == ["dev"] and [g["unit_bonus"] for g in tuned["unit_bonus_grid"]] == [0.0, 1.0]
+    assert tuned["unit_bonus"] == min(tuned["unit_bonus_grid"], key=lambda g: (g["phrase_error"], g["unit_bonus"]))["unit_bonus"]

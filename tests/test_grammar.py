@@ -111,6 +111,27 @@ def test_incremental_grammar_scores_equal_the_batch_ctc_likelihood(chunk):
     assert not hasattr(dec, "_frames")
 
 
+def test_unit_bonus_favours_the_longer_phrase_offline_and_streaming():
+    """A phrase whose last word the model hardly heard: without a bonus the shorter phrase wins
+    (CTC pays for every unit), a bonus per unit brings the longer one back, in the batch decoder
+    and in the incremental one alike."""
+    tok = CharTokenizer()
+    lp = _spell("call peter on work", tok, 0.9)
+    for t in range(2 * len("call peter"), lp.shape[0]):               # " on work": mostly blank
+        row = torch.full((len(tok),), 0.1 / (len(tok) - 2))
+        row[0], row[lp[t].argmax()] = 0.6, 0.3 if lp[t].argmax() else 0.6
+        lp[t] = row.log()
+    phrases = ["call peter", "call peter on work", "call anna on work"]
+    n = torch.tensor([lp.shape[0]])
+    plain, boosted = GrammarDecoder(tok, phrases), GrammarDecoder(tok, phrases, unit_bonus=3.0)
+    assert plain(lp[None], n)[0].text == "call peter"
+    assert boosted(lp[None], n)[0].text == "call peter on work"
+    boosted.begin()
+    boosted.step(lp)
+    assert boosted.end().text == "call peter on work"
+    assert boosted.end().score == pytest.approx(boosted(lp[None], n)[0].score, abs=1e-3)
+
+
 @pytest.mark.espeak
 def test_evaluate_and_transcribe_with_a_grammar(tiny_recipe, tmp_path):
     tmp = tiny_recipe[0]

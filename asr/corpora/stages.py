@@ -14,7 +14,8 @@ from typing import Iterator
 from ..data import read_manifest, write_manifest
 from ..text import normalize_text
 from .download import download, safe_extract
-from ..recipe import Recipe, decode_stage, features_stage, lm_stage, stage, train_stage, tune_stage
+from ..recipe import Recipe, decode_stage, features_stage, lm_stage, stage, train_stage
+from ..recipe_tune import tune_stage
 from .commands import prepare_commands
 from .digits import prepare_digits
 from .real import AN4_URL, LIBRISPEECH_URL, MINI_LIBRISPEECH_URL, CorpusConfig, CorpusError, prepare_split

@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from asr.cli import recipe_main  # noqa: E402
 from asr.corpora.stages import robust_stage, sentences_synth_stage  # noqa: E402
-from asr.recipe import decode_stage, features_stage, lm_stage, train_stage, tune_stage  # noqa: E402
+from asr.recipe import decode_stage, features_stage, lm_stage, train_stage  # noqa: E402
+from asr.recipe_tune import tune_stage  # noqa: E402
 
 STAGES = [sentences_synth_stage, robust_stage, features_stage, lm_stage, train_stage, tune_stage, decode_stage]
 
