@@ -42,6 +42,9 @@ from .transcribe import Word, align_words
 DC_POLE = 0.995                 # DC blocker y[n] = x[n] - x[n-1] + DC_POLE * y[n-1] (~13 Hz)
 SILENT_RESET_S = 5.0            # a stretch this long without speech is dropped (bounded memory)
 PCM16_SCALE = 32768.0
+GATE_FLOOR_DBFS = -70.0         # feature-hop blocks (10 ms) quieter than this are never speech
+GATE_BEHIND_S, GATE_AHEAD_S = 0.1, 0.5   # speech this near a frame opens the gate for it
+GATE_MIN_AHEAD_S = 0.1          # a frame is not judged quiet on less audio after it than this
 MAX_WAV_CHUNK = 1 << 20         # bytes of a WAV header chunk before the data (LIST, fmt, ...)
 
 
@@ -59,6 +62,8 @@ class StreamConfig:
                                    # (0: each utterance by itself, as in training and offline)
     final_pass: Literal["stream", "full"] = "stream"   # full: finals from the whole bidirectional
                                    # model over the utterance (two-pass), partials from the chunks
+    gate_db: float = 40.0          # output frames this far below the loudest audio heard (or under
+                                   # GATE_FLOOR_DBFS) are decoded as blank: no words from silence (0: off)
 
     def check(self, where: str = "stream") -> None:
         require(self.chunk_frames >= 1, f"{where}.chunk_frames", "must be >= 1")
@@ -66,6 +71,7 @@ class StreamConfig:
         require(self.endpoint_s >= 0, f"{where}.endpoint_s", "must be >= 0")
         require(self.max_utterance_s >= 1, f"{where}.max_utterance_s", "must be >= 1")
         require(self.cmn_history_s >= 0, f"{where}.cmn_history_s", "must be >= 0")
+        require(self.gate_db >= 0, f"{where}.gate_db", "must be >= 0 (0: off)")
 
     def latency_s(self, frame_s: float) -> float:
         """Algorithmic latency: chunk + look-ahead (the analysis half-window not counted)."""
@@ -105,6 +111,9 @@ class Streamer:
         self.utt_start = 0                        # first feature frame of the utterance (stream index)
         self.samples_in = 0
         self.history = torch.zeros(0, rec.feature_config.n_mels)   # features of earlier utterances
+        self.levels = np.zeros(0)                 # dBFS of each 10-ms block since block ``level_base``
+        self.level_base, self.loudest, self.ended = 0, -np.inf, False
+        self.level_rest = np.zeros(0, np.float32)  # samples of the block not yet complete
         self._new_utterance(torch.zeros(0, rec.feature_config.n_mels))
 
     def _new_utterance(self, feats: torch.Tensor) -> None:
@@ -112,6 +121,7 @@ class Streamer:
         self.done = 0                             # output frames committed
         self.state: list = [None] * len(self.rec.model.layers)
         self.logp: list[torch.Tensor] = []        # committed (c, V) log-probs
+        self.seen: list[torch.Tensor] = []        # the same through the gate: what the decoder got
         self.speech, self.trailing = False, 0
         self.last_partial = ""
         self.decoder.begin()
@@ -124,7 +134,51 @@ class Streamer:
         if self.cfg.dc_block and x.size:
             x, self.zi = lfilter([1.0, -1.0], [1.0, -DC_POLE], x, zi=self.zi)
             x = x.astype(np.float32)
+        self._levels(x)
         return self._push(self.frames.accept(x), final=False)
+
+    def _levels(self, x: np.ndarray) -> None:
+        """Append the levels (dBFS) of the feature-hop blocks ``x`` completes: the gate's view."""
+        buf = np.concatenate([self.level_rest, x])
+        hop = self.rec.features.hop                  # one level per feature frame
+        n = buf.size // hop
+        if n:
+            db = 10 * np.log10(np.mean(buf[: n * hop].reshape(n, hop).astype(np.float64) ** 2, 1) + 1e-12)
+            self.levels = np.concatenate([self.levels, db])
+            self.loudest = max(self.loudest, float(db.max()))
+        self.level_rest = buf[n * hop:]
+
+    def _quiet(self, first: int, n: int) -> np.ndarray:
+        """(n,) whether output frames [first, first + n) of the utterance are under the gate: no
+        block above it from GATE_BEHIND_S before the frame to GATE_AHEAD_S after it (CTC models
+        fire before the sound: a word's first units come while it is still quiet). A window
+        reaching past the audio heard so far is judged on what was heard, if that is at least
+        GATE_MIN_AHEAD_S past the frame (else it is not quiet); finals judge again on all of it."""
+        s, floor = self.stack, max(self.loudest - self.cfg.gate_db, GATE_FLOOR_DBFS)
+        per_s = SAMPLE_RATE_HZ / self.rec.features.hop
+        behind, ahead, least = (int(t * per_s) for t in (GATE_BEHIND_S, GATE_AHEAD_S, GATE_MIN_AHEAD_S))
+        start = self.utt_start - self.level_base + first * s            # level index of the first frame
+        heard = self.levels.size
+        loud = np.concatenate([[0], np.cumsum(self.levels >= floor)])  # loud blocks before each index
+        out = np.zeros(n, bool)
+        for j in range(n):
+            a, end = max(start + j * s - behind, 0), start + (j + 1) * s
+            b = min(end + ahead, heard)
+            if b < end + ahead and not self.ended and b < end + least:
+                continue                                                # too little heard yet
+            out[j] = loud[b] - loud[min(a, heard)] == 0
+        return out
+
+    def _gate(self, logp: torch.Tensor, first: int) -> torch.Tensor:
+        """(n, V) log-probs with the frames under the gate made certain blanks."""
+        if self.cfg.gate_db <= 0:
+            return logp
+        quiet = torch.from_numpy(self._quiet(first, logp.shape[0]))
+        if not bool(quiet.any()):
+            return logp
+        blank = torch.full_like(logp[0], -1e4)
+        blank[0] = 0.0
+        return torch.where(quiet[:, None], blank, logp)
 
     def accept_pcm16(self, data: bytes) -> list[StreamEvent]:
         """Little-endian 16-bit mono PCM at 16 kHz (an odd trailing byte is an error)."""
@@ -134,6 +188,7 @@ class Streamer:
 
     def finish(self) -> list[StreamEvent]:
         """End of input: decode what is left and return the last final result."""
+        self.ended = True
         events = self._push(self.frames.finish(), final=True)
         return events + self._final()
 
@@ -186,8 +241,10 @@ class Streamer:
         return model.output(x)[0].log_softmax(-1).float()
 
     def _commit(self, logp: torch.Tensor) -> None:
-        self.decoder.step(logp)
         self.logp.append(logp)
+        logp = self._gate(logp, self.done)
+        self.seen.append(logp)
+        self.decoder.step(logp)
         for i in logp.argmax(-1).tolist():
             self.speech, self.trailing = (True, 0) if i != 0 else (self.speech, self.trailing + 1)
         self.done += logp.shape[0]
@@ -204,9 +261,10 @@ class Streamer:
         if not self.done:
             return []
         hyp = self.decoder.end()
-        logp = torch.cat(self.logp)
-        if self.cfg.final_pass == "full":
-            logp = self._full_pass()
+        seen = torch.cat(self.seen)
+        # the gate now knows more of what followed each frame than when its chunk was committed
+        logp = self._full_pass() if self.cfg.final_pass == "full" and self.speech else self._gate(torch.cat(self.logp), 0)
+        if not torch.equal(logp, seen):
             self.decoder.begin()
             self.decoder.step(logp)
             hyp = self.decoder.end()
@@ -222,13 +280,15 @@ class Streamer:
         """(done, V) log-probs of the utterance's committed frames from the whole bidirectional
         model: the offline computation on the same features (utterance CMN over the utterance)."""
         log_probs, out_lens = self.rec.forward([self.feats[: self.done * self.stack]])
-        return log_probs[0, : int(out_lens[0])].float().cpu()
+        return self._gate(log_probs[0, : int(out_lens[0])].float().cpu(), 0)
 
     def _restart(self) -> None:
         cut = self.done * self.stack
         self.utt_start += cut
         keep = int(self.cfg.cmn_history_s * SAMPLE_RATE_HZ / self.rec.features.hop)
         self.history = torch.cat([self.history, self.feats[:cut]])[-keep:] if keep else self.history
+        drop = max(0, self.utt_start - self.level_base - int(GATE_BEHIND_S * SAMPLE_RATE_HZ / self.rec.features.hop))
+        self.levels, self.level_base = self.levels[drop:], self.level_base + drop
         self._new_utterance(self.feats[cut:])
 
     def _t(self, frames: int) -> float:

@@ -101,7 +101,10 @@ def latencies(rec, audio, cfg: StreamConfig) -> dict:
             "word_end_to_first_partial": pct(partial), "endpoint_s": cfg.endpoint_s}
 
 
-def bench_stream(rec, utts, n: int, lm_decoder_fn=None) -> dict:
+STREAM_PARTS = ("curve", "latency", "two_pass", "endpoints")
+
+
+def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS) -> dict:
     """WER vs latency, RTF and latencies of streaming on ``n`` utterances (one core)."""
     torch.set_num_threads(1)
     utts = utts[:n]
@@ -109,6 +112,10 @@ def bench_stream(rec, utts, n: int, lm_decoder_fn=None) -> dict:
     refs = {u.id: u.text for u in utts}
     offline = {u.id: rec.decode_features([rec.features(x)])[0].text for u, x in zip(utts, audio.values())}
     out = {"utterances": len(utts), "frame_ms": round(1000 * rec.frame_s), "offline_greedy_wer": error_rates(refs, offline).wer}
+    if "endpoints" in parts:
+        out["endpoints"] = endpoint_sweep(rec, dict(list(audio.items())[:min(100, len(audio))]), refs)
+    if "curve" not in parts:
+        return out
     curve = []
     for c, r in GRID:
         cfg = StreamConfig(chunk_frames=c, right_frames=r, endpoint_s=0.0)
@@ -135,6 +142,28 @@ def bench_stream(rec, utts, n: int, lm_decoder_fn=None) -> dict:
     out["latency_int8"] = latencies(int8, dict(list(audio.items())[:min(100, len(audio))]), default)
     out["two_pass"] = two_pass(rec, int8, audio, refs, default, lm_decoder_fn)
     return out
+
+
+def endpoint_sweep(rec, audio, refs, endpoints=(0.2, 0.3, 0.5)) -> list[dict]:
+    """Two-pass streaming at the default chunking, each utterance followed by silence: per
+    endpoint, the WER of its finals joined, how many utterances were cut into several finals,
+    and end of speech (energy) -> the last final, p50/p95."""
+    rows = []
+    for endpoint in endpoints:
+        cfg = StreamConfig(endpoint_s=endpoint, final_pass="full")
+        hyps, lat, split = {}, [], 0
+        for uid, x in audio.items():
+            r = simulate(rec, x, cfg, tail_s=endpoint + 1.0)
+            finals = [(t, e) for t, e in r["events"] if e.kind == "final"]
+            hyps[uid] = " ".join(e.text for _, e in finals)
+            split += len(finals) > 1
+            if finals:
+                lat.append(finals[-1][0] - speech_end_s(x))
+        rows.append({"endpoint_s": endpoint, "final_greedy_wer": error_rates({k: refs[k] for k in hyps}, hyps).wer,
+                     "utterances_split": split, "speech_end_to_final_p50_ms": round(1000 * float(np.percentile(lat, 50))),
+                     "speech_end_to_final_p95_ms": round(1000 * float(np.percentile(lat, 95)))})
+        print(f"[bench] stream endpoint sweep: {rows[-1]}", file=sys.stderr)
+    return rows
 
 
 def two_pass(rec, int8, audio, refs, default: StreamConfig, lm_decoder_fn=None) -> dict:

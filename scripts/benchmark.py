@@ -357,7 +357,8 @@ def live_sections(r: dict, cfg, model_path: Path, sections: set, args) -> None:
 
         d = resolved_decode(Recipe(cfg, RecipePaths.of(cfg), Runtime.create("cpu", "off", 1)), tuned=True) if lm else None
         r["stream"] = bench_live.bench_stream(rec, test, args.stream_utts,
-                                              (lambda: rec.make_decoder(d, "beam_lm")) if lm else None)
+                                              (lambda: rec.make_decoder(d, "beam_lm")) if lm else None,
+                                              args.stream_parts.split(","))
     if "serve" in sections:
         r["serve"] = bench_live.bench_serve(model_path, test, args.serve_streams, args.serve_seconds,
                                             args.serve_uploads, args.serve_args.split())
@@ -373,6 +374,8 @@ def main() -> None:
                    "export,tensorboard")
     p.add_argument("--export-files", type=int, default=60, help="~2 s test files per export variant")
     p.add_argument("--stream-utts", type=int, default=200, help="test utterances streamed per setting")
+    p.add_argument("--stream-parts", default="curve,latency,two_pass,endpoints",
+                   help="of the stream section: curve (WER vs latency, then latency and two_pass) and/or endpoints")
     p.add_argument("--serve-streams", type=int, default=16)
     p.add_argument("--serve-seconds", type=float, default=60.0)
     p.add_argument("--serve-uploads", type=int, default=100)

@@ -125,7 +125,7 @@ class _Scripted(Streamer):
 def test_endpoint_gives_finals_at_pauses_and_partials_between():
     rec = _rec(False)
     speech = set(range(10, 20)) | set(range(60, 64))          # two words, 1.2 s apart
-    st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False), speech)
+    st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False, gate_db=0), speech)
     x = np.zeros(int(16000 * 3.0), np.float32)
     events = [e for i in range(0, x.size, 800) for e in st.accept(x[i: i + 800])] + st.finish()
     finals = [e for e in events if e.kind == "final"]
@@ -135,6 +135,25 @@ def test_endpoint_gives_finals_at_pauses_and_partials_between():
     assert finals[1].start >= finals[0].end
     assert finals[0].words and 0.25 <= finals[0].words[0].start <= 0.65
     assert any(e.kind == "partial" and e.text == letter for e in events)
+
+
+def test_gate_keeps_words_out_of_silence():
+    """A model that 'hears' a word in digital silence after real sound (as utterance CMN makes
+    models do on a quiet tail): the level gate turns those frames into blanks, so no final shows
+    it (a partial may, while too little of what follows was heard); the word over real sound
+    stays. With the gate off, both are words."""
+    rec = _rec(False)
+    speech = set(range(10, 20)) | set(range(60, 64))              # 0.3-0.6 s and 1.8-1.92 s
+    x = np.zeros(int(16000 * 3.0), np.float32)
+    x[4800:9600] = _noise(0.3)                                     # sound under the first word only
+    finals = {}
+    for gate in (40.0, 0.0):
+        st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False, gate_db=gate),
+                       speech)
+        events = [e for i in range(0, x.size, 800) for e in st.accept(x[i: i + 800])] + st.finish()
+        finals[gate] = [(e.text, e.start) for e in events if e.kind == "final"]
+    assert [t for t, _ in finals[0.0]] == ["a", "a"]
+    assert finals[40.0] == finals[0.0][:1]
 
 
 def test_silence_only_stream_stays_bounded_and_silent():
