@@ -55,12 +55,13 @@ class StreamConfig:
 
     chunk_frames: int = 8          # frames committed per step
     right_frames: int = 4          # look-ahead frames seen by the backward direction
-    endpoint_s: float = 0.5        # blanks after speech that end an utterance (0: only at the end)
+    endpoint_s: float = 0.5        # quiet (with the gate; else blanks) after speech that ends an
+                                   # utterance (0: only at the end of the input)
     max_utterance_s: float = 30.0  # an utterance is cut here (bounded memory and alignment)
     dc_block: bool = True          # remove DC offset with a one-pole high-pass
     cmn_history_s: float = 0.0     # utterance CMN also counts this much of the stream's past
                                    # (0: each utterance by itself, as in training and offline)
-    final_pass: Literal["stream", "full"] = "stream"   # full: finals from the whole bidirectional
+    final_pass: Literal["stream", "full"] = "full"     # full: finals from the whole bidirectional
                                    # model over the utterance (two-pass), partials from the chunks
     gate_db: float = 40.0          # output frames this far below the loudest audio heard (or under
                                    # GATE_FLOOR_DBFS) are decoded as blank: no words from silence (0: off)
@@ -201,15 +202,18 @@ class Streamer:
         self.feats = torch.cat([self.feats, new]) if new.shape[0] else self.feats
         events: list[StreamEvent] = []
         c_max, r_max = self.cfg.chunk_frames, self.cfg.right_frames
+        flush = final or self._heard_end()              # no more look-ahead will come for these frames
         while True:
             remaining = self.feats.shape[0] // self.stack - self.done
-            if remaining <= 0 or (not final and remaining < c_max + r_max):
+            if remaining <= 0 or (not flush and remaining < c_max + r_max):
                 break
             c = min(c_max, remaining)
             logp = self._forward(c, min(r_max, remaining - c))
             self._commit(logp[:c])
             if self._endpoint():
                 events += self._final()
+        if flush and not final:                         # the talker stopped: the utterance ends here
+            events += self._final()
         hyp = self.decoder.partial() if self.done else None
         if hyp is not None and hyp.text != self.last_partial and not final:
             self.last_partial = hyp.text
@@ -250,12 +254,27 @@ class Streamer:
         self.done += logp.shape[0]
 
     def _endpoint(self) -> bool:
+        """Cut after the committed frames: at max_utterance_s, or (without the level gate, which
+        ends utterances by :meth:`_heard_end`) after endpoint_s of blanks following speech."""
         length_s = self.done * self.frame_s
         if not self.speech and length_s >= SILENT_RESET_S:       # nothing said: drop, keep memory bounded
             self._restart()
             return False
         return (length_s >= self.cfg.max_utterance_s
-                or (self.speech and self.cfg.endpoint_s > 0 and self.trailing * self.frame_s >= self.cfg.endpoint_s))
+                or (self.cfg.gate_db <= 0 and self.speech and self.cfg.endpoint_s > 0
+                    and self.trailing * self.frame_s >= self.cfg.endpoint_s))
+
+    def _heard_end(self) -> bool:
+        """The level gate's endpoint: this utterance had sound, and the last endpoint_s of the
+        audio heard is under the gate. It does not wait for the model's blanks, which come early
+        and mid-word in a BiLSTM that fires before the sound (a final then would cut a word)."""
+        if self.cfg.gate_db <= 0 or self.cfg.endpoint_s <= 0:
+            return False
+        floor = max(self.loudest - self.cfg.gate_db, GATE_FLOOR_DBFS)
+        levels = self.levels[max(self.utt_start - self.level_base, 0):]
+        loud = np.flatnonzero(levels >= floor)
+        hop_s = self.rec.features.hop / SAMPLE_RATE_HZ
+        return bool(loud.size) and (levels.size - 1 - loud[-1]) * hop_s >= self.cfg.endpoint_s
 
     def _final(self) -> list[StreamEvent]:
         if not self.done:

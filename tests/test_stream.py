@@ -88,7 +88,7 @@ def test_two_pass_final_is_the_offline_result(cmn):
     finals = [e for e in stream_file(rec, x, cfg) if e.kind == "final"]
     assert [e.text for e in finals] == ([offline] if offline else [])
     streamed = [e.text for e in stream_file(rec, x, StreamConfig(chunk_frames=4, right_frames=0, endpoint_s=0,
-                                                                   dc_block=False)) if e.kind == "final"]
+                                                                   dc_block=False, final_pass="stream")) if e.kind == "final"]
     assert offline and streamed != [offline]
 
 
@@ -125,7 +125,8 @@ class _Scripted(Streamer):
 def test_endpoint_gives_finals_at_pauses_and_partials_between():
     rec = _rec(False)
     speech = set(range(10, 20)) | set(range(60, 64))          # two words, 1.2 s apart
-    st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False, gate_db=0), speech)
+    st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False, gate_db=0,
+                                     final_pass="stream"), speech)
     x = np.zeros(int(16000 * 3.0), np.float32)
     events = [e for i in range(0, x.size, 800) for e in st.accept(x[i: i + 800])] + st.finish()
     finals = [e for e in events if e.kind == "final"]
@@ -148,8 +149,8 @@ def test_gate_keeps_words_out_of_silence():
     x[4800:9600] = _noise(0.3)                                     # sound under the first word only
     finals = {}
     for gate in (40.0, 0.0):
-        st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False, gate_db=gate),
-                       speech)
+        st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False, gate_db=gate,
+                                         final_pass="stream"), speech)
         events = [e for i in range(0, x.size, 800) for e in st.accept(x[i: i + 800])] + st.finish()
         finals[gate] = [(e.text, e.start) for e in events if e.kind == "final"]
     assert [t for t, _ in finals[0.0]] == ["a", "a"]
