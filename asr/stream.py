@@ -8,17 +8,20 @@ right_frames) * frame_s`` (plus half an analysis window), whatever the depth. Wh
 look-ahead covers the rest of the utterance, every step is the offline computation: the test
 suite holds streaming to the offline log-probs then.
 
-Committed frames go to the decoder's incremental interface (greedy, or flashlight's online
-beam search with lexicon and LM): partial results after every chunk, a final result (with word
-times and confidence from forced alignment of the decoded units) when the model has emitted
-only blanks for ``endpoint_s`` after speech, when an utterance reaches ``max_utterance_s``, or
-at the end of the input. After a final everything restarts from the committed frame, as the
-offline transcriber decodes each segment on its own.
+Committed frames go to the decoder's incremental interface (greedy, flashlight's online beam
+search with lexicon and LM, or a grammar): partial results after every chunk. A level gate
+decodes frames with no sound near them as blanks (utterance CMN would make words of the quiet
+after speech). An utterance ends when the audio has been under the gate for ``endpoint_s``
+after sound (without the gate: after ``endpoint_s`` of the model's blanks), when it reaches
+``max_utterance_s``, or at the end of the input; its final result carries word times and
+confidence from forced alignment of the decoded units. After a final everything restarts from
+the committed frame, as the offline transcriber decodes each segment on its own.
 
-With ``final_pass: full`` the final result is a second pass (as two-pass systems do, e.g.
-WeNet's rescoring): the utterance's features run once through the whole bidirectional model and
-are decoded afresh, so partials come at the chunk latency and finals are as accurate as offline
-decoding, for a few milliseconds of compute at the endpoint.
+With ``final_pass: full`` (the default) the final result is a second pass (as two-pass systems
+do, e.g. WeNet's rescoring): the utterance's features run once through the whole bidirectional
+model and are decoded afresh, so partials come at the chunk latency and finals are about as
+accurate as offline decoding (the same computation when ``cmn_history_s`` is 0), for a few tens
+of milliseconds of compute at the endpoint.
 """
 from __future__ import annotations
 
@@ -42,9 +45,13 @@ from .transcribe import Word, align_words
 DC_POLE = 0.995                 # DC blocker y[n] = x[n] - x[n-1] + DC_POLE * y[n-1] (~13 Hz)
 SILENT_RESET_S = 5.0            # a stretch this long without speech is dropped (bounded memory)
 PCM16_SCALE = 32768.0
-GATE_FLOOR_DBFS = -70.0         # feature-hop blocks (10 ms) quieter than this are never speech
+GATE_FLOOR_DBFS = -70.0         # feature-hop blocks quieter than this are never speech
 GATE_BEHIND_S, GATE_AHEAD_S = 0.1, 0.5   # speech this near a frame opens the gate for it
 GATE_MIN_AHEAD_S = 0.1          # a frame is not judged quiet on less audio after it than this
+GATE_RECENT_S = 10.0            # the gate's view: the loudest and the noise floor of this much audio
+GATE_NOISE_MIN_S = 1.0          # the noise floor is estimated once this much audio was heard
+GATE_NOISE_PCT = 5              # noise floor: this percentile of the recent levels
+GATE_NOISE_MARGIN_DB = 10.0     # sound is this far above the noise floor
 MAX_WAV_CHUNK = 1 << 20         # bytes of a WAV header chunk before the data (LIST, fmt, ...)
 
 
@@ -63,7 +70,8 @@ class StreamConfig:
                                    # (0: each utterance by itself, as in training and offline)
     final_pass: Literal["stream", "full"] = "full"     # full: finals from the whole bidirectional
                                    # model over the utterance (two-pass), partials from the chunks
-    gate_db: float = 40.0          # output frames this far below the loudest audio heard (or under
+    gate_db: float = 40.0          # output frames with no sound near them (this far under the loudest
+                                   # recent audio, within a margin of the noise floor or under
                                    # GATE_FLOOR_DBFS) are decoded as blank: no words from silence (0: off)
 
     def check(self, where: str = "stream") -> None:
@@ -113,7 +121,9 @@ class Streamer:
         self.samples_in = 0
         self.history = torch.zeros(0, rec.feature_config.n_mels)   # features of earlier utterances
         self.levels = np.zeros(0)                 # dBFS of each 10-ms block since block ``level_base``
-        self.level_base, self.loudest, self.ended = 0, -np.inf, False
+        self.level_base, self.ended, self.flushing = 0, False, False
+        self.recent = np.zeros(0)                 # levels of the last GATE_RECENT_S (the gate's floor)
+        self.floor = GATE_FLOOR_DBFS
         self.level_rest = np.zeros(0, np.float32)  # samples of the block not yet complete
         self._new_utterance(torch.zeros(0, rec.feature_config.n_mels))
 
@@ -146,8 +156,18 @@ class Streamer:
         if n:
             db = 10 * np.log10(np.mean(buf[: n * hop].reshape(n, hop).astype(np.float64) ** 2, 1) + 1e-12)
             self.levels = np.concatenate([self.levels, db])
-            self.loudest = max(self.loudest, float(db.max()))
+            self.recent = np.concatenate([self.recent, db])[-int(GATE_RECENT_S * SAMPLE_RATE_HZ / hop):]
+            self.floor = self._floor(hop)
         self.level_rest = buf[n * hop:]
+
+    def _floor(self, hop: int) -> float:
+        """The gate's level (dBFS): gate_db under the loudest recent block, GATE_NOISE_MARGIN_DB
+        over the recent noise floor (steady noise stays under the gate), never under
+        GATE_FLOOR_DBFS."""
+        floor = max(float(self.recent.max()) - self.cfg.gate_db, GATE_FLOOR_DBFS)
+        if self.recent.size * hop >= GATE_NOISE_MIN_S * SAMPLE_RATE_HZ:
+            floor = max(floor, float(np.percentile(self.recent, GATE_NOISE_PCT)) + GATE_NOISE_MARGIN_DB)
+        return floor
 
     def _quiet(self, first: int, n: int) -> np.ndarray:
         """(n,) whether output frames [first, first + n) of the utterance are under the gate: no
@@ -155,7 +175,7 @@ class Streamer:
         fire before the sound: a word's first units come while it is still quiet). A window
         reaching past the audio heard so far is judged on what was heard, if that is at least
         GATE_MIN_AHEAD_S past the frame (else it is not quiet); finals judge again on all of it."""
-        s, floor = self.stack, max(self.loudest - self.cfg.gate_db, GATE_FLOOR_DBFS)
+        s, floor = self.stack, self.floor
         per_s = SAMPLE_RATE_HZ / self.rec.features.hop
         behind, ahead, least = (int(t * per_s) for t in (GATE_BEHIND_S, GATE_AHEAD_S, GATE_MIN_AHEAD_S))
         start = self.utt_start - self.level_base + first * s            # level index of the first frame
@@ -165,7 +185,7 @@ class Streamer:
         for j in range(n):
             a, end = max(start + j * s - behind, 0), start + (j + 1) * s
             b = min(end + ahead, heard)
-            if b < end + ahead and not self.ended and b < end + least:
+            if b < end + ahead and not (self.ended or self.flushing) and b < end + least:
                 continue                                                # too little heard yet
             out[j] = loud[b] - loud[min(a, heard)] == 0
         return out
@@ -213,7 +233,9 @@ class Streamer:
             if self._endpoint():
                 events += self._final()
         if flush and not final:                         # the talker stopped: the utterance ends here
+            self.flushing = True                        # (its last frames are judged on the quiet heard)
             events += self._final()
+            self.flushing = False
         hyp = self.decoder.partial() if self.done else None
         if hyp is not None and hyp.text != self.last_partial and not final:
             self.last_partial = hyp.text
@@ -270,9 +292,8 @@ class Streamer:
         and mid-word in a BiLSTM that fires before the sound (a final then would cut a word)."""
         if self.cfg.gate_db <= 0 or self.cfg.endpoint_s <= 0:
             return False
-        floor = max(self.loudest - self.cfg.gate_db, GATE_FLOOR_DBFS)
         levels = self.levels[max(self.utt_start - self.level_base, 0):]
-        loud = np.flatnonzero(levels >= floor)
+        loud = np.flatnonzero(levels >= self.floor)
         hop_s = self.rec.features.hop / SAMPLE_RATE_HZ
         return bool(loud.size) and (levels.size - 1 - loud[-1]) * hop_s >= self.cfg.endpoint_s
 
@@ -282,14 +303,15 @@ class Streamer:
         hyp = self.decoder.end()
         seen = torch.cat(self.seen)
         # the gate now knows more of what followed each frame than when its chunk was committed
-        logp = self._full_pass() if self.cfg.final_pass == "full" and self.speech else self._gate(torch.cat(self.logp), 0)
+        raw = self._full_pass() if self.cfg.final_pass == "full" and self.speech else torch.cat(self.logp)
+        logp = self._gate(raw, 0)
         if not torch.equal(logp, seen):
             self.decoder.begin()
             self.decoder.step(logp)
             hyp = self.decoder.end()
         words = align_words(logp, hyp.ids, self.rec.tokenizer.vocab, self.frame_s, self._t(0))
-        if self.rec.calibration is not None:
-            self.rec.calibration.apply(words, logp)
+        if self.rec.calibration is not None:          # features of the model's own posteriors, as fitted
+            self.rec.calibration.apply(words, raw)
         event = StreamEvent("final", hyp.text, self._t(0), self._t(self.done), words)
         self._restart()
         return [event] if hyp.text else []
@@ -299,7 +321,7 @@ class Streamer:
         """(done, V) log-probs of the utterance's committed frames from the whole bidirectional
         model: the offline computation on the same features (utterance CMN over the utterance)."""
         log_probs, out_lens = self.rec.forward([self.feats[: self.done * self.stack]])
-        return self._gate(log_probs[0, : int(out_lens[0])].float().cpu(), 0)
+        return log_probs[0, : int(out_lens[0])].float().cpu()
 
     def _restart(self) -> None:
         cut = self.done * self.stack

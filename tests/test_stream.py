@@ -76,7 +76,7 @@ def test_two_pass_final_is_the_offline_result(cmn):
     rec = _rec(cmn)
     x = _noise(2.0, seed=3)
     ref = rec.emissions([rec.features(x)])[0]
-    cfg = StreamConfig(chunk_frames=4, right_frames=0, endpoint_s=0, dc_block=False, final_pass="full")
+    cfg = StreamConfig(chunk_frames=4, right_frames=0, endpoint_s=0, dc_block=False, final_pass="full", gate_db=0)
     st = Streamer(rec, cfg)
     for i in range(0, x.size, 1600):
         st.accept(x[i: i + 1600])
@@ -88,7 +88,8 @@ def test_two_pass_final_is_the_offline_result(cmn):
     finals = [e for e in stream_file(rec, x, cfg) if e.kind == "final"]
     assert [e.text for e in finals] == ([offline] if offline else [])
     streamed = [e.text for e in stream_file(rec, x, StreamConfig(chunk_frames=4, right_frames=0, endpoint_s=0,
-                                                                   dc_block=False, final_pass="stream")) if e.kind == "final"]
+                                                                   dc_block=False, final_pass="stream", gate_db=0))
+                if e.kind == "final"]
     assert offline and streamed != [offline]
 
 
@@ -155,6 +156,34 @@ def test_gate_keeps_words_out_of_silence():
         finals[gate] = [(e.text, e.start) for e in events if e.kind == "final"]
     assert [t for t, _ in finals[0.0]] == ["a", "a"]
     assert finals[40.0] == finals[0.0][:1]
+
+
+def _scripted_finals(rec, x: np.ndarray, speech: set, **cfg) -> list[str]:
+    st = _Scripted(rec, StreamConfig(chunk_frames=4, right_frames=2, dc_block=False, final_pass="stream", **cfg), speech)
+    events = [e for i in range(0, x.size, 800) for e in st.accept(x[i: i + 800])] + st.finish()
+    return [e.text for e in events if e.kind == "final"]
+
+
+def test_gate_ends_utterances_in_steady_noise():
+    """A laptop microphone's hiss (-55 dBFS, 35 dB under the words) is under the gate once a
+    second of it was heard: the pause between two words ends the first utterance."""
+    rec = _rec(False)
+    x = _noise(4.0, seed=5) * 0.018                                 # about -55 dBFS
+    for a in (4800, 32000):                                         # words at 0.3-0.6 s and 2.0-2.3 s
+        x[a: a + 4800] = _noise(0.3, seed=a)
+    speech = set(range(10, 20)) | set(range(67, 77))
+    assert _scripted_finals(rec, x, speech, endpoint_s=0.3) == ["a", "a"]
+
+
+def test_the_flushed_end_of_an_utterance_is_gated_too():
+    """At an acoustic endpoint the last frames have less than GATE_MIN_AHEAD_S heard after them;
+    they are judged on the quiet that ended the utterance, so a unit the model 'hears' there is
+    not in the final."""
+    rec = _rec(False)
+    x = np.zeros(int(16000 * 2.0), np.float32)
+    x[4800:9600] = _noise(0.3)
+    assert _scripted_finals(rec, x, set(range(10, 20)) | {27}, endpoint_s=0.3) == ["a"]
+    assert _scripted_finals(rec, x, set(range(10, 20)) | {27}, endpoint_s=0.3, gate_db=0) == ["aa"]
 
 
 def test_silence_only_stream_stays_bounded_and_silent():
