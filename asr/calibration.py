@@ -65,7 +65,7 @@ def word_features(confidences: Sequence[float], log_probs=None) -> np.ndarray:
     entropy = 0.0
     if log_probs is not None and len(log_probs):
         lp = np.asarray(log_probs.detach().cpu().numpy() if hasattr(log_probs, "detach") else log_probs, np.float64)
-        entropy = float(-(np.exp(lp) * lp).sum(1).mean())
+        entropy = float(-np.where(lp > -np.inf, np.exp(lp) * lp, 0.0).sum(1).mean())   # 0 log 0 = 0
     return np.stack([x, np.full_like(x, x.mean() if x.size else 0.0), np.full_like(x, entropy)], 1)
 
 
@@ -109,6 +109,8 @@ class Calibration:
                 if d.get("features") != list(FEATURES):
                     raise ValueError(f"features {d.get('features')}, this version knows {list(FEATURES)}")
                 weights, bias = tuple(float(v) for v in d["weights"]), float(d["bias"])
+                if len(weights) != len(FEATURES):
+                    raise ValueError(f"{len(weights)} weights for {len(FEATURES)} features")
             return cls(weights, bias, str(d.get("fitted_on", "")), int(d.get("words", 0)),
                        str(d.get("model_sha256", "")))
         except (OSError, ValueError, KeyError, TypeError) as e:

@@ -40,7 +40,9 @@ def _add_decoding(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lm-weight", type=float, default=1.0)
     g.add_argument("--word-score", type=float, default=0.0, help="score added per word")
     g.add_argument("--unk-score", type=float, default=float("-inf"), help="score of an out-of-lexicon word")
-    g.add_argument("--tuned", help="a recipe's decode/tuned.json: take lm_weight and word_score from it")
+    g.add_argument("--tuned", help="a recipe's decode/tuned.json: take lm_weight, word_score and unit_bonus from it")
+    g.add_argument("--unit-bonus", type=float, default=0.0,
+                   help="--grammar/--phrases: log-score bonus per output unit of a phrase (longer phrases; a recipe tunes it)")
     g.add_argument("--nbest", type=int, default=1, help="beam/grammar decoders: keep K alternatives with scores")
     g.add_argument("--grammar", help="restrict the output to a JSGF grammar (.jsgf); implies --method grammar")
     g.add_argument("--phrases", help="restrict the output to a list of phrases (one per line); implies --method grammar")
@@ -66,17 +68,18 @@ def _decode_config(args, tokenizer=None):
         return cfg
     if args.decoder:
         args.method = args.decoder
-    lm_weight, word_score = args.lm_weight, args.word_score
-    if args.tuned:
+    lm_weight, word_score, unit_bonus = args.lm_weight, args.word_score, args.unit_bonus
+    if args.tuned:                               # what the recipe's tune stage chose (LM weights and/or grammar bonus)
         tuned = json.loads(Path(args.tuned).read_text())
-        lm_weight, word_score = tuned["lm_weight"], tuned["word_score"]
+        lm_weight, word_score = tuned.get("lm_weight", lm_weight), tuned.get("word_score", word_score)
+        unit_bonus = tuned.get("unit_bonus", unit_bonus)
     if args.grammar and args.phrases:
         raise ConfigError("give --grammar or --phrases, not both")
     grammar = args.grammar or args.phrases or ""
     method = "grammar" if grammar else args.method
     cfg = DecodeConfig(method=method, beam_size=args.beam_size, lexicon=args.lexicon, lm=args.lm,
                        lm_weight=lm_weight, word_score=word_score, unk_score=args.unk_score, nbest=args.nbest,
-                       grammar=grammar)
+                       grammar=grammar, unit_bonus=unit_bonus)
     if args.hotwords:
         if method != "beam_lm" or tokenizer is None:
             raise ConfigError("--hotwords biases beam_lm decoding: give --decoder PACK (asr adapt) or "
@@ -97,14 +100,18 @@ def _stream_config(args):
     from .stream import StreamConfig
 
     return StreamConfig(chunk_frames=args.chunk, right_frames=args.right, endpoint_s=args.endpoint,
-                        final_pass=args.final_pass)
+                        final_pass=args.final_pass, gate_db=args.gate_db)
 
 
 def _add_streaming(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("streaming")
     g.add_argument("--chunk", type=int, default=8, help="output frames per chunk")
     g.add_argument("--right", type=int, default=4, help="look-ahead output frames")
-    g.add_argument("--endpoint", type=float, default=0.5, help="seconds of blank after speech that end an utterance")
+    g.add_argument("--endpoint", type=float, default=0.5,
+                   help="seconds of quiet after sound that end an utterance (with --gate-db 0: of the model's blanks)")
+    g.add_argument("--gate-db", type=float, default=40.0,
+                   help="frames with no sound near them (this far under the loudest recent audio, or near the noise "
+                   "floor) are decoded as blanks; 0: off")
     g.add_argument("--final-pass", choices=("stream", "full"), default="full",
                    help="full (default): each final result re-decodes its utterance with the whole bidirectional "
                    "model (two-pass: about offline accuracy, a few ms at the endpoint); stream: finals are the chunks'")

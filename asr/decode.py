@@ -176,8 +176,9 @@ class BeamDecoder:
 
 class GrammarDecoder:
     """Decoding restricted to a finite set of phrases (a JSGF grammar or a phrase list,
-    ``asr.grammar``): each phrase is scored by its CTC log-likelihood (all alignments summed),
-    and the best is the hypothesis; ``nbest`` keeps the runners-up. Exact for the grammar."""
+    ``asr.grammar``): each phrase is scored by its CTC log-likelihood (all alignments summed)
+    plus ``unit_bonus`` per output unit, and the best is the hypothesis; ``nbest`` keeps the
+    runners-up. Exact for the grammar."""
 
     def __init__(self, tokenizer: Tokenizer, phrases: Sequence[str], nbest: int = 1, unit_bonus: float = 0.0):
         if not phrases:
@@ -187,6 +188,8 @@ class GrammarDecoder:
         self.flat = torch.tensor([i for t in self.targets for i in t], dtype=torch.long)
         self.lens = torch.tensor([len(t) for t in self.targets], dtype=torch.long)
         self.bonus = unit_bonus * self.lens.float()        # (K,) added to each phrase's log-likelihood
+        self._ext, self._ends = _extended_targets(self.targets)          # (K, S), (K, 2) for streaming
+        self._skip = (self._ext > 0) & (self._ext != F.pad(self._ext, (2, 0), value=-1)[:, :-2])   # s-2 -> s
 
     def __call__(self, log_probs: torch.Tensor, out_lens: torch.Tensor) -> list[Hypothesis]:
         return [self._best(self.bonus - self.phrase_nll(lp[:n]))
@@ -219,9 +222,6 @@ class GrammarDecoder:
     # incremental interface (streaming): the best phrase for the frames so far, by the CTC forward
     # variables of every phrase carried from frame to frame (each frame is read once)
     def begin(self) -> None:
-        ext, self._ends = _extended_targets(self.targets)                # (K, S), (K, 2)
-        self._ext = ext
-        self._skip = (ext > 0) & (ext != F.pad(ext, (2, 0), value=-1)[:, :-2])   # s-2 -> s allowed
         self._alpha: torch.Tensor | None = None                        # (K, S) log alphas
 
     def step(self, log_probs: torch.Tensor) -> None:

@@ -209,8 +209,8 @@ def open_package(archive: str | Path, cache: str | Path | None = None) -> Path:
 
 
 def package_decode(folder: Path, decode: DecodeConfig | None = None) -> DecodeConfig:
-    """``decode`` (default: greedy) with the package's lexicon, LM and tuned weights filled in
-    where the caller left them empty."""
+    """``decode`` (default: greedy) with the package's lexicon, LM, tuned LM weights and grammar
+    unit bonus filled in where the caller left them at their defaults."""
     d = decode or DecodeConfig()
     lm = next((folder / n for n in ("lm.bin", "lm.arpa") if (folder / n).is_file()), None)
     if lm is not None and not d.lm:
@@ -219,6 +219,8 @@ def package_decode(folder: Path, decode: DecodeConfig | None = None) -> DecodeCo
         if (folder / "tuned.json").is_file() and (d.lm_weight, d.word_score) == (default.lm_weight, default.word_score):
             tuned = json.loads((folder / "tuned.json").read_text())      # the caller's own weights win
             d = replace(d, lm_weight=tuned.get("lm_weight", d.lm_weight), word_score=tuned.get("word_score", d.word_score))
+    if (folder / "tuned.json").is_file() and d.unit_bonus == DecodeConfig().unit_bonus:
+        d = replace(d, unit_bonus=json.loads((folder / "tuned.json").read_text()).get("unit_bonus", d.unit_bonus))
     return d
 
 

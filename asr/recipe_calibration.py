@@ -29,6 +29,10 @@ def calibrate_stage(r: Recipe) -> dict:
     ``exp/RESULTS.md``: ECE, NCE and error-detection AUROC before and after, per split."""
     c, p = r.cfg.calibrate, r.paths
     if not c.splits:
+        stale = p.best_model.parent / CALIBRATION_FILE
+        if stale.exists():                          # an earlier run's fit must not outlive its config
+            log.info("calibrate.splits is empty: %s removed", stale)
+            stale.unlink()
         return {}
     rec = load(p.best_model, calibrated=False)          # fitted on raw confidences; a broken old file is replaced
     decoder = rec.make_decoder(resolved_decode(r), c.method)

@@ -28,10 +28,13 @@ log = logging.getLogger(__name__)
 
 @stage(reads=("data", "features", "tokenizer", "lm", "decode"))
 def tune_stage(r: Recipe) -> dict:
-    """``exp/decode/tuned.json``: the beam_lm weights and/or the grammar unit bonus (an empty
-    grid tunes nothing)."""
+    """``exp/decode/tuned.json``: the beam_lm weights and/or the grammar unit bonus (with empty
+    grids nothing is tuned and an earlier file is removed)."""
     d = resolved_decode(r, tuned=False)
     if not d.tune_lm_weights and not d.tune_unit_bonus:
+        if r.paths.tuned.exists():                 # an earlier run's choice must not outlive its grid
+            log.info("nothing to tune: %s removed", r.paths.tuned)
+            r.paths.tuned.unlink()
         return {}
     rec = load(r.paths.best_model, calibrated=False)
     out = {}

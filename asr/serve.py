@@ -116,7 +116,12 @@ class DecoderPool:
             if self.free:
                 return self.free.pop()
             self.built += 1
-        return self.factory()                 # built outside the lock: others are not held up
+        try:
+            return self.factory()             # built outside the lock: others are not held up
+        except BaseException:
+            with self.lock:
+                self.built -= 1
+            raise
 
     def release(self, decoder: Decoder) -> None:
         with self.lock:
@@ -253,11 +258,17 @@ async def run_stream(ws, rec: Recognizer, cfg: ServeConfig, pool, decoders: Deco
             raise AudioError(f"stream: rate must be 16000 (16-bit mono PCM), got {rate}")
     except (ValueError, AsrError) as e:
         return await fail(f"bad stream parameters: {e}", 1003)
-    decoder = await loop.run_in_executor(pool, decoders.acquire)
+    try:
+        decoder = await loop.run_in_executor(pool, decoders.acquire)
+    except AsrError as e:
+        return await fail(f"the decoder cannot be made: {e}", 1011)
+    done = False
     try:
         await stream_loop(ws, Streamer(rec, cfg.stream, decoder), cfg, pool, fail)
+        done = True
     finally:
-        decoders.release(decoder)
+        if done:            # else (cancelled, crashed) a worker may still hold it: never lend it again
+            decoders.release(decoder)
 
 
 async def stream_loop(ws, streamer: Streamer, cfg: ServeConfig, pool, fail) -> None:

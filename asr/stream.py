@@ -51,7 +51,7 @@ GATE_MIN_AHEAD_S = 0.1          # a frame is not judged quiet on less audio afte
 GATE_RECENT_S = 10.0            # the gate's view: the loudest and the noise floor of this much audio
 GATE_NOISE_MIN_S = 1.0          # the noise floor is estimated once this much audio was heard
 GATE_NOISE_PCT = 5              # noise floor: this percentile of the recent levels
-GATE_NOISE_MARGIN_DB = 10.0     # sound is this far above the noise floor
+GATE_NOISE_MARGIN_DB = 6.0      # sound is this far above the noise floor (10 dB gated speech at 5 dB SNR)
 MAX_WAV_CHUNK = 1 << 20         # bytes of a WAV header chunk before the data (LIST, fmt, ...)
 
 

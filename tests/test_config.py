@@ -44,3 +44,19 @@ def test_overrides_and_digest_change():
     assert cfg.digest() != base.digest()
     with pytest.raises(ConfigError):
         parse_override("no-equals-sign")
+
+
+def test_stages_with_nothing_to_do_remove_an_earlier_runs_files(tmp_path):
+    """With empty grids / no calibration splits, tuned.json and calibration.json of an earlier
+    config are removed, not silently applied to the next decoding."""
+    from asr.recipe import RecipePaths, run_stage
+    from asr.recipe_calibration import calibrate_stage
+    from asr.recipe_tune import tune_stage
+
+    cfg = RecipeConfig(data_dir=str(tmp_path / "data"), exp_dir=str(tmp_path / "exp"))
+    paths = RecipePaths.of(cfg)
+    paths.tuned.parent.mkdir(parents=True)
+    paths.tuned.write_text('{"unit_bonus": 2.0}')
+    (paths.best_model.parent / "calibration.json").write_text("{}")
+    assert run_stage(cfg, tune_stage) == {} and not paths.tuned.exists()
+    assert run_stage(cfg, calibrate_stage) == {} and not (paths.best_model.parent / "calibration.json").exists()

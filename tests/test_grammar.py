@@ -156,6 +156,12 @@ def test_evaluate_and_transcribe_with_a_grammar(tiny_recipe, tmp_path):
     assert res.returncode == 0, res.stderr
     said = res.stdout.split("\t")[1].strip()
     assert said in jsgf_phrases(grammar)
+    # a commands recipe's tuned.json (grammar bonus only) through --tuned: a huge bonus picks a longest phrase
+    (tmp_path / "tuned.json").write_text('{"unit_bonus": 50.0}')
+    res = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", model, utts[0]["audio"],
+                          "--grammar", str(grammar), "--tuned", str(tmp_path / "tuned.json")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert len(res.stdout.split("\t")[1].split()) == 3
 
 
 def test_tags_may_hold_semicolons(tmp_path):

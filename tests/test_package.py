@@ -141,3 +141,15 @@ def test_sentences_package_carries_its_lm(tiny_sentences, tmp_path):
     assert again.returncode == 0 and again.stdout == hot.stdout, again.stderr
     greedy = _asr("transcribe", "--model", out, "--hotwords", tmp_path / "hot.txt", wav, cache=tmp_path / "c")
     assert greedy.returncode == 2 and "beam_lm" in greedy.stderr
+
+
+def test_package_decode_takes_the_tuned_grammar_bonus(tmp_path):
+    """A commands package's tuned.json holds the grammar's unit bonus (no LM weights): it is
+    applied unless the caller set a bonus of their own."""
+    from asr.decode import DecodeConfig
+    from asr.package import package_decode
+
+    (tmp_path / "tuned.json").write_text(json.dumps({"unit_bonus": 1.5, "unit_bonus_grid": []}))
+    assert package_decode(tmp_path).unit_bonus == 1.5
+    assert package_decode(tmp_path, DecodeConfig(unit_bonus=0.7)).unit_bonus == 0.7
+    assert package_decode(tmp_path).lm == ""                                    # no LM in it: none made up

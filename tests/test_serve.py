@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from asr.features import FeatureConfig
+from asr.config import ConfigError
 from asr.model import BiLSTMCTC, ModelConfig
 from asr.recognizer import Recognizer
 from asr.serve import ServeConfig, Server, create_app
@@ -211,3 +212,23 @@ def test_stream_limit_and_clients_that_vanish(server):
         d.send(b"\0\0" * 3200)
         d.send("EOS")
         assert _events(d)[-1]["type"] == "done"
+
+
+def test_decoder_pool_counts_only_decoders_it_made_and_reuses_leases():
+    from asr.serve import DecoderPool
+
+    def broken():
+        raise ConfigError("lm.bin: not a KenLM file")
+
+    pool = DecoderPool(broken)
+    with pytest.raises(ConfigError, match="KenLM"):
+        pool.acquire()
+    assert pool.built == 0 and pool.free == []
+    made = []
+    pool = DecoderPool(lambda: made.append(object()) or made[-1])
+    with pytest.raises(RuntimeError):
+        with pool.lease():
+            raise RuntimeError("decoding failed")
+    with pool.lease() as again:                       # the lease came back despite the error
+        assert again is made[0]
+    assert pool.built == 1
