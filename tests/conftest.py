@@ -3,9 +3,11 @@ recognizer. Test modules take these as fixtures; nothing here is imported by a t
 (the subprocess scripts of the training tests import ``toy_data``/``toy_cfg`` by path)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
+    # the synthesis cache of this run (recipes run in subprocesses inherit it): never the user's
+    os.environ["ASR_SYNTH_CACHE"] = tempfile.mkdtemp(prefix="asr-synth-cache-")
     config.addinivalue_line("markers", "espeak: needs espeak-ng (skipped where it is not installed)")
 
 

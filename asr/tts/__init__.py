@@ -27,6 +27,7 @@ from ..audio import SAMPLE_RATE_HZ, AudioError, check_audio, save_audio
 from ..data import Utterance
 from ..errors import Problem
 from .base import Engine, Job, SynthError
+from .cache import SynthCache, job_keys
 from .espeak import Espeak
 from .festival import Festival
 from .flite import Flite
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 ENGINES: dict[str, Engine] = {e.name: e for e in (Espeak(), Flite(), Festival(), Piper(), Kokoro())}
 
 __all__ = ["ENGINES", "Engine", "Job", "SynthError", "expand_voices", "engine_of", "check_voices",
-           "synthesize", "postprocess", "native_params"]
+           "synthesize", "postprocess", "native_params", "SynthCache"]
 
 
 def engine_of(voice: str) -> str:
@@ -115,16 +116,18 @@ def postprocess(raw: np.ndarray, rate: int, job: Job) -> np.ndarray:
     return (x / (np.abs(x).max() + 1e-9) * level).astype(np.float32)
 
 
-def _synth_chunk(args: tuple[list[Job], str]) -> tuple[list[Utterance], list[Problem]]:
-    """Synthesize jobs of one voice into ``out_dir``; returns utterances and failures."""
-    jobs, out_dir = args
+def _synth_chunk(args: tuple[list[Job], str, list[str] | None, str | None]
+                 ) -> tuple[list[Utterance], list[Problem]]:
+    """Synthesize jobs of one voice into ``out_dir`` (and the cache, with its keys); returns
+    utterances and failures."""
+    jobs, out_dir, keys, cache_root = args
     voice = jobs[0].voice
     engine, name = voice.split(":", 1)
     utts, errors = [], []
     with tempfile.TemporaryDirectory() as tmp:
         raw_paths = [Path(tmp) / f"{j.utt_id}.wav" for j in jobs]
         failed = ENGINES[engine].synthesize(jobs, name, raw_paths)
-        for job, raw, error in zip(jobs, raw_paths, failed):
+        for k, (job, raw, error) in enumerate(zip(jobs, raw_paths, failed)):
             try:
                 if error is not None:
                     raise error
@@ -134,27 +137,66 @@ def _synth_chunk(args: tuple[list[Job], str]) -> tuple[list[Utterance], list[Pro
                 errors.append(Problem(job.utt_id, f"{voice}: {e}"))
                 continue
             path = Path(out_dir) / f"{job.utt_id}.wav"
-            save_audio(path, audio)
+            tmp_path = Path(out_dir) / f".{job.utt_id}.tmp.wav"
+            save_audio(tmp_path, audio)
+            tmp_path.replace(path)       # a new inode: never writes through a link into the cache
+            if keys is not None:
+                SynthCache(cache_root).store(keys[k], path)
             utts.append(Utterance(job.utt_id, str(path), round(audio.size / SAMPLE_RATE_HZ, 4),
                                   job.text, voice))
     return utts, errors
 
 
+def _from_cache(chunks: list[list[Job]], out_dir: Path, cache: SynthCache
+                ) -> tuple[list[tuple[list[Job], list[str]]], list[Utterance]]:
+    """Restore cached jobs into ``out_dir``; returns (jobs still to render with their keys, per
+    batch) and the restored utterances. A batch-seeded engine renders a batch whole or not at all."""
+    versions = {e: ENGINES[e].version() for e in {engine_of(c[0].voice) for c in chunks}}
+    todo, restored = [], []
+    for chunk in chunks:
+        engine = ENGINES[engine_of(chunk[0].voice)]
+        keys = job_keys(chunk, versions[engine.name], engine.batch_seeded)
+        hits = [k for k in keys if cache.path(k).is_file()]
+        if engine.batch_seeded and len(hits) < len(keys):
+            todo.append((chunk, keys))
+            continue
+        left = [(j, k) for j, k in zip(chunk, keys) if not cache.restore(k, out_dir / f"{j.utt_id}.wav")]
+        hit = {j.utt_id for j in chunk} - {j.utt_id for j, _ in left}
+        for j in chunk:
+            if j.utt_id in hit:
+                path = out_dir / f"{j.utt_id}.wav"
+                restored.append(Utterance(j.utt_id, str(path),
+                                          round(sf.info(str(path)).frames / SAMPLE_RATE_HZ, 4), j.text, j.voice))
+        if left:
+            todo.append(([j for j, _ in left], [k for _, k in left]))
+    return todo, restored
+
+
 def synthesize(jobs: Sequence[Job], out_dir: str | Path, n_procs: int = 2,
-               chunk: int = 40, progress: bool = True) -> tuple[list[Utterance], list[str]]:
-    """Synthesize all ``jobs`` into ``out_dir`` with ``n_procs`` processes.
+               chunk: int = 40, progress: bool = True, cache: SynthCache | None = None
+               ) -> tuple[list[Utterance], list[str]]:
+    """Synthesize all ``jobs`` into ``out_dir`` with ``n_procs`` processes; jobs found in
+    ``cache`` are restored from it, new ones stored there.
 
     Returns utterances in job order and a :class:`Problem` per failed job (never silently dropped).
     """
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     by_voice: dict[str, list[Job]] = {}
     for j in jobs:
         by_voice.setdefault(j.voice, []).append(j)
-    chunks = [(js[i: i + chunk], str(out_dir)) for js in by_voice.values()
-              for i in range(0, len(js), chunk)]
+    batches = [js[i: i + chunk] for js in by_voice.values() for i in range(0, len(js), chunk)]
     utts: list[Utterance] = []
+    if cache is not None:
+        todo, utts = _from_cache(batches, out_dir, cache)
+        chunks = [(js, str(out_dir), keys, str(cache.root)) for js, keys in todo]
+        if utts:
+            log.info("%s: %d of %d utterances from the synthesis cache %s", out_dir.name, len(utts),
+                     len(jobs), cache.root)
+    else:
+        chunks = [(js, str(out_dir), None, None) for js in batches]
     errors: list[Problem] = []
-    bar = tqdm(total=len(jobs), desc=f"synth {Path(out_dir).name}", unit="utt", file=sys.stderr,
+    bar = tqdm(total=len(jobs) - len(utts), desc=f"synth {out_dir.name}", unit="utt", file=sys.stderr,
                disable=not (progress and sys.stderr.isatty()), mininterval=1.0)
     with get_context("fork").Pool(n_procs) as pool:
         for u, e in pool.imap_unordered(_synth_chunk, chunks):
@@ -163,6 +205,6 @@ def synthesize(jobs: Sequence[Job], out_dir: str | Path, n_procs: int = 2,
             bar.update(len(u) + len(e))
     bar.close()
     if progress:
-        log.info("%s: %d utterances, %d failed", Path(out_dir).name, len(utts), len(errors))
+        log.info("%s: %d utterances, %d failed", out_dir.name, len(utts), len(errors))
     order = {j.utt_id: i for i, j in enumerate(jobs)}
     return sorted(utts, key=lambda u: order[u.id]), errors

