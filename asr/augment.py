@@ -58,6 +58,8 @@ class WaveAugmentConfig:
     again); each kind then applies with its own probability. The others use cached features."""
 
     utterance_prob: float = 0.0
+    ramp_epochs: int = 0            # the share grows linearly from 0 (epoch 1) to utterance_prob
+                                    # (epoch ramp_epochs + 1): clean speech first, for convergence
     tempo_prob: float = 0.0
     tempo_range: tuple[float, float] = (0.7, 1.4)       # > 1 is faster; pitch kept
     reverb_prob: float = 0.0
@@ -83,6 +85,7 @@ class WaveAugmentConfig:
         for name in ("utterance_prob", "tempo_prob", "reverb_prob", "noise_prob", "telephone_prob", "codec_prob", "eq_prob",
                      "clip_prob"):
             require(0.0 <= getattr(self, name) <= 1.0, f"{where}.{name}", "must be in [0, 1]")
+        require(self.ramp_epochs >= 0, f"{where}.ramp_epochs", "must be >= 0")
         require(0.5 <= self.tempo_range[0] <= self.tempo_range[1] <= 2.0, f"{where}.tempo_range",
                 "must satisfy 0.5 <= low <= high <= 2")
         require(0.05 <= self.rt60_range_s[0] <= self.rt60_range_s[1] <= 2.0, f"{where}.rt60_range_s",
@@ -98,6 +101,12 @@ class WaveAugmentConfig:
                 "must satisfy 0 < low <= high <= 1")
         require(self.level_db_range[0] <= self.level_db_range[1] <= 0.0, f"{where}.level_db_range", "low <= high <= 0")
         require(self.eq_gain_db >= 0, f"{where}.eq_gain_db", "must be >= 0")
+
+    def share(self, epoch: int) -> float:
+        """Probability that an utterance is augmented in ``epoch`` (0-based)."""
+        if self.ramp_epochs <= 0:
+            return self.utterance_prob
+        return self.utterance_prob * min(1.0, epoch / self.ramp_epochs)
 
     @property
     def enabled(self) -> bool:

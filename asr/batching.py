@@ -105,14 +105,15 @@ class BatchIterator:
         can be built in any process and order, and a resumed run draws the same."""
         return random.Random(f"{self.seed}-{epoch}-{batch}")
 
-    def collate(self, batch: list[int], rng: random.Random):
+    def collate(self, batch: list[int], rng: random.Random, epoch: int = 0):
         """Padded, augmented batch, or None when no utterance of it could be loaded (lazy
-        features: unreadable audio is reported by id and left out)."""
+        features: unreadable audio is reported by id and left out). ``epoch`` (0-based) sets the
+        share of waveform-augmented utterances while it ramps up."""
         feats, kept = [], []
         wave = getattr(self.feats, "augmented", None)     # waveform augmentation (asr.dataset)
         for i in batch:
             try:
-                feats.append((wave(i, rng) if wave is not None else self.feats[i]).float())
+                feats.append((wave(i, rng, epoch) if wave is not None else self.feats[i]).float())
                 kept.append(i)
             except AudioError as e:
                 log.warning("skipping utterance: %s", e)

@@ -96,7 +96,7 @@ class WaveAugmentedFeatures(Sequence):
 
     ``self[i]`` are the plain features (cached or computed on access); ``augmented(i, rng)``
     draws from the batch's ``rng`` whether utterance ``i`` is augmented this time (probability
-    ``utterance_prob``) and if so loads its audio, runs the :class:`WaveAugmenter` and computes
+    ``utterance_prob``, ramped up over the first ``ramp_epochs``) and if so loads its audio, runs the :class:`WaveAugmenter` and computes
     its features anew. Lengths are the plain ones (bucketing leaves room for tempo changes).
     """
 
@@ -113,8 +113,8 @@ class WaveAugmentedFeatures(Sequence):
     def __getitem__(self, i):
         return self.base[i]
 
-    def augmented(self, i: int, rng: random.Random) -> torch.Tensor:
-        if rng.random() >= self.augmenter.cfg.utterance_prob:
+    def augmented(self, i: int, rng: random.Random, epoch: int = 0) -> torch.Tensor:
+        if rng.random() >= self.augmenter.cfg.share(epoch):
             return self.base[i]
         if self._extractor is None:          # built lazily: cheap to pickle into loader workers
             self._extractor = FeatureExtractor(self.features)

@@ -33,6 +33,7 @@ from .monitor import TrainMonitor
 from .plots import training_figure
 from .recognizer import Recognizer
 from .runtime import Amp, DeviceName, Runtime
+from .schedule import CosineSchedule, fitted_epochs
 from .score import error_rates
 from .text import Tokenizer
 
@@ -51,6 +52,8 @@ class TrainConfig:
 
     epochs: int = 20
     max_minutes: float = 0.0       # wall-clock cap on training; 0 = none
+    fit_to_budget: bool = False    # with max_minutes: after epoch 1, train only the epochs that
+                                   # fit, the LR schedule ending with them (asr.schedule)
     max_batch_frames: int = 20000  # padded input frames per batch
     lr: float = 1.5e-3
     warmup_steps: int = 300
@@ -120,7 +123,7 @@ def train(cfg: "RecipeConfig", train_set: TrainingSet, dev_set: TrainingSet, exp
            count_parameters(tr.model) / 1e6, len(train_set.ids), len(dev_set.ids), rt.device,
            rt.precision, rt.dist.world)
     try:
-        while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
+        while tr.prog.epoch < (tr.prog.planned_epochs or tc.epochs) and tr.prog.bad_epochs < tc.patience:
             capped = run_epoch(tr)                 # batch steps (mid-epoch state checkpoints)
             stats = end_epoch(tr, dev_set)         # dev WER, best.pt, last.pt
             tr.log_record(stats)
@@ -177,7 +180,7 @@ def run_batch(tr: Trainer, batch: list[int], index: int, collated=False) -> None
     p = tr.prog
     shard = tr.dist.shard(batch)
     if collated is False:
-        collated = tr.batches.collate(shard, tr.batches.batch_rng(p.epoch, index)) if shard else None
+        collated = tr.batches.collate(shard, tr.batches.batch_rng(p.epoch, index), p.epoch) if shard else None
     if collated is None:                   # fewer utterances than ranks, or no loadable audio
         p.skipped += 1
         return
@@ -266,6 +269,8 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
         (tr.exp_dir / "best_single.pt").unlink(missing_ok=True)   # stale once a new epoch is best
     keep_epoch_model(tr, info)
     p.history.append(stats)
+    if cfg.train.fit_to_budget and cfg.train.max_minutes and len(p.history) == 1:
+        fit_schedule(tr, tr.dist.sum([p.seconds])[0] / tr.dist.world)
     p.new_epoch()
     tr.save_state()
     faults = f" skipped {stats['skipped_batches']} split {stats['split_batches']} batches" \
@@ -274,6 +279,17 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
            stats["loss"], stats["wer"], stats["cer"], stats["lr"], stats["time_s"], stats["audio_s_per_s"],
            " *" if improved else "", faults)
     return stats
+
+
+def fit_schedule(tr: Trainer, epoch_s: float) -> None:
+    """Shorten the run to the epochs that fit in ``train.max_minutes`` (the first took
+    ``epoch_s``); the cosine schedule ends with them."""
+    tc = tr.cfg.train
+    n = fitted_epochs(tc.max_minutes * 60, epoch_s, tc.epochs)
+    tr.prog.planned_epochs = n
+    tr.sched.lr_lambdas[0].total = n * len(tr.batches.epoch(0))
+    tr.say("fit to the budget: epoch 1 took %.0f s, so %d of %d epochs fit in max_minutes=%s; "
+           "the LR schedule now ends after epoch %d", epoch_s, n, tc.epochs, tc.max_minutes, n)
 
 
 def evaluate(tr: Trainer, data: TrainingSet) -> dict:
@@ -286,14 +302,6 @@ def evaluate(tr: Trainer, data: TrainingSet) -> dict:
     hyps = {k: v for part in tr.dist.gather(hyps) for k, v in part.items()}
     rates = error_rates(dict(zip(data.ids, data.texts)), hyps)
     return {"wer": rates.wer, "cer": rates.cer}
-
-
-def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
-    """Linear warmup to 1, then cosine decay to ``final_ratio`` at ``total`` steps."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @dataclass
@@ -310,6 +318,7 @@ class Progress:
     seconds: float = 0.0
     best: float = float("inf")
     bad_epochs: int = 0
+    planned_epochs: int = 0     # where the schedule ends (0: train.epochs); set by fit_to_budget
     history: list = field(default_factory=list)
 
     def new_epoch(self) -> None:
@@ -406,8 +415,7 @@ def make_trainer(cfg: "RecipeConfig", train_set: TrainingSet, exp_dir: Path, tok
     batches = BatchIterator(train_set.feats, train_set.targets, tc.max_batch_frames, cfg.augment, tc.seed,
                             tc.sortagrad)
     total_steps = tc.epochs * len(batches.epoch(0))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: lr_lambda(s, tc.warmup_steps, total_steps, tc.final_lr_ratio))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, CosineSchedule(tc.warmup_steps, total_steps, tc.final_lr_ratio))
     scaler = torch.amp.GradScaler(rt.device.type) if rt.amp == "fp16" else None
     monitor = TrainMonitor(exp_dir, tc.tensorboard and rt.dist.main, tc.log_every)
     return Trainer(cfg, model, opt, sched, batches, tokenizer, exp_dir, net, rt, scaler, monitor=monitor)
@@ -480,7 +488,7 @@ class _PlanBatches(torch.utils.data.Dataset):
     def __getitem__(self, k: int):
         index = self.start + k
         shard = self.dist.shard(self.plan[index])
-        return self.batches.collate(shard, self.batches.batch_rng(self.epoch, index)) if shard else None
+        return self.batches.collate(shard, self.batches.batch_rng(self.epoch, index), self.epoch) if shard else None
 
 
 def epoch_batches(tr: Trainer, plan: list[list[int]]):

@@ -13,9 +13,9 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "asr"
 LAYERS = [
-    {"errors", "config", "files", "audio", "text", "runtime", "align", "decode_config", "grammar"},
+    {"errors", "config", "files", "audio", "text", "runtime", "align", "decode_config", "grammar", "schedule"},
     {"model", "data", "score", "augment", "batching", "calibration"},
-    {"features", "lm", "plots", "monitor", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro"},
+    {"features", "lm", "plots", "monitor", "tts", "tts.base", "tts.espeak", "tts.flite", "tts.festival", "tts.piper", "tts.kokoro", "tts.cache"},
     {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.commands", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
     {"transcribe", "recognizer", "lite", "export", "alignment"},

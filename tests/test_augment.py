@@ -155,3 +155,25 @@ def test_wave_augmented_training_features(tmp_path, wav_dir, rooms):
     off = with_wave_augmentation(plain, utts, A.WaveAugmenter(A.WaveAugmentConfig(), rooms), FeatureConfig(), 60.0)
     x3, lens3, *_ = BatchIterator(off.feats, off.targets, 10_000, None, 0).collate([0, 1], batches.batch_rng(0, 3))
     assert torch.equal(x3, ref) and torch.equal(lens3, ref_lens)
+
+
+def test_ramp_epochs_starts_clean_and_reaches_the_share(tmp_path, wav_dir, rooms):
+    """``ramp_epochs``: epoch 1 trains on the plain features, the share then grows linearly."""
+    from dataclasses import replace
+    from asr.batching import BatchIterator
+    from asr.data import Utterance
+    from asr.dataset import TrainingSet, with_wave_augmentation
+    from asr.features import FeatureConfig, build_feature_cache
+    from asr.text import CharTokenizer
+
+    cfg = replace(_augmenter(rooms).cfg, utterance_prob=0.8, ramp_epochs=2)
+    assert [cfg.share(e) for e in range(4)] == [0.0, 0.4, 0.8, 0.8]
+    utts = [Utterance("g", str(wav_dir / "good.wav"), 1.0, "one", "s")]
+    cache = build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt", max_seconds=60)
+    plain = TrainingSet(cache["ids"], cache["feats"], [CharTokenizer().encode("one")], ["one"])
+    aug = with_wave_augmentation(plain, utts, A.WaveAugmenter(cfg, rooms), FeatureConfig(), 60.0)
+    it = BatchIterator(aug.feats, aug.targets, 10_000, None, 0)
+    ref = BatchIterator(plain.feats, plain.targets, 10_000, None, 0).collate([0], it.batch_rng(0, 0))[0]
+    changed = {e: sum(not torch.equal(it.collate([0], it.batch_rng(e, b), e)[0][:, : ref.shape[1]], ref)
+                      for b in range(40)) for e in (0, 1, 2)}
+    assert changed[0] == 0 and 6 <= changed[1] <= 26 and changed[2] >= 24 and changed[2] > changed[1]

@@ -17,7 +17,8 @@ from asr.data import AugmentConfig, Utterance
 from asr.errors import AsrError
 from asr.runtime import native_bf16, resolve_amp
 from asr.text import CharTokenizer
-from asr.train import lr_lambda, train
+from asr.schedule import fitted_epochs, lr_lambda
+from asr.train import train
 
 
 def test_lr_schedule():
@@ -25,6 +26,45 @@ def test_lr_schedule():
     assert lr_lambda(9, 10, 100, 0.1) == pytest.approx(1.0)
     assert lr_lambda(100, 10, 100, 0.1) == pytest.approx(0.1)
     assert 0.1 < lr_lambda(50, 10, 100, 0.1) < 1.0
+
+
+class _Clock:
+    """``time`` for asr.train where every ``perf_counter`` call is one second later: each batch
+    takes exactly 1 s of the training budget."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def perf_counter(self):
+        self.t += 1.0
+        return self.t
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_fit_to_budget_ends_the_schedule_with_the_budget(tmp_path, monkeypatch, data, train_cfg):
+    """``train.fit_to_budget``: after epoch 1 the run is shortened to the epochs that fit in
+    ``max_minutes`` and the LR reaches its floor at the end; a plain cap stops at a high LR."""
+    from asr.batching import BatchIterator
+    train_set, dev_set = data(96, 0), data(24, 1)
+    base = train_cfg(tmp_path, epochs=6)
+    n = len(BatchIterator(train_set.feats, train_set.targets, base.train.max_batch_frames, base.augment,
+                          base.train.seed).epoch(0))
+    runs = {}
+    for fit in (True, False):
+        exp = tmp_path / str(fit)
+        cfg = replace(base, train=replace(base.train, max_minutes=2.5 * n / 60, fit_to_budget=fit))
+        monkeypatch.setattr(T, "time", _Clock())
+        train(cfg, train_set, dev_set, exp, CharTokenizer())
+        runs[fit] = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines()]
+        state = torch.load(exp / "last.pt", weights_only=True)
+        assert state["progress"]["planned_epochs"] == (2 if fit else 0)
+    assert fitted_epochs(2.5 * n, n, 6) == 2
+    assert len(runs[True]) == 2 and runs[True][-1]["lr"] == pytest.approx(1e-2 * 0.05, rel=0.2)
+    assert len(runs[False]) == 3 and runs[False][-1]["lr"] > 0.3 * 1e-2       # capped mid-schedule
+    assert fitted_epochs(100, 30, 6) == 3 and fitted_epochs(100, 300, 6) == 1 and fitted_epochs(1e6, 1, 6) == 6
+    assert fitted_epochs(100, 34, 6) == 3        # 2.94 epochs: within 5%, the third still counts
 
 
 def test_train_learns_and_keeps_best(tmp_path, data, train_cfg):
