@@ -105,7 +105,7 @@ class BatchIterator:
         can be built in any process and order, and a resumed run draws the same."""
         return random.Random(f"{self.seed}-{epoch}-{batch}")
 
-    def collate(self, batch: list[int], rng: random.Random, epoch: int = 0):
+    def collate(self, batch: list[int], rng: random.Random, epoch: int):
         """Padded, augmented batch, or None when no utterance of it could be loaded (lazy
         features: unreadable audio is reported by id and left out). ``epoch`` (0-based) sets the
         share of waveform-augmented utterances while it ramps up."""

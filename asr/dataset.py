@@ -113,7 +113,7 @@ class WaveAugmentedFeatures(Sequence):
     def __getitem__(self, i):
         return self.base[i]
 
-    def augmented(self, i: int, rng: random.Random, epoch: int = 0) -> torch.Tensor:
+    def augmented(self, i: int, rng: random.Random, epoch: int) -> torch.Tensor:
         if rng.random() >= self.augmenter.cfg.share(epoch):
             return self.base[i]
         if self._extractor is None:          # built lazily: cheap to pickle into loader workers

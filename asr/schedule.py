@@ -2,8 +2,8 @@
 fitting the number of epochs to a wall-clock budget (``train.fit_to_budget``).
 
 A capped run that simply stops at ``train.max_minutes`` ends with the learning rate still high
-(a 7-epoch cosine cut after 4 epochs never anneals); fitting the epoch count after the first
-epoch makes the schedule end where the budget does.
+(a 7-epoch cosine cut after 4 epochs never anneals); fitting the epoch count at every epoch's
+end to the time left makes the schedule end where the budget does.
 """
 from __future__ import annotations
 

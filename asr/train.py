@@ -269,7 +269,7 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
         (tr.exp_dir / "best_single.pt").unlink(missing_ok=True)   # stale once a new epoch is best
     keep_epoch_model(tr, info)
     p.history.append(stats)
-    if cfg.train.fit_to_budget and cfg.train.max_minutes and len(p.history) == 1:
+    if cfg.train.fit_to_budget and cfg.train.max_minutes:
         fit_schedule(tr, tr.dist.sum([p.seconds])[0] / tr.dist.world)
     p.new_epoch()
     tr.save_state()
@@ -282,14 +282,19 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
 
 
 def fit_schedule(tr: Trainer, epoch_s: float) -> None:
-    """Shorten the run to the epochs that fit in ``train.max_minutes`` (the first took
-    ``epoch_s``); the cosine schedule ends with them."""
-    tc = tr.cfg.train
-    n = fitted_epochs(tc.max_minutes * 60, epoch_s, tc.epochs)
-    tr.prog.planned_epochs = n
+    """At an epoch's end (it took ``epoch_s``): plan the epochs that fit in the rest of
+    ``train.max_minutes`` at that pace, and end the cosine schedule with them. Refitted every
+    epoch, as epochs get slower when the waveform augmentation ramps up."""
+    tc, p = tr.cfg.train, tr.prog
+    done = len(p.history)
+    left_s = tc.max_minutes * 60 - sum(h["time_s"] for h in p.history)
+    n = min(tc.epochs, done + fitted_epochs(left_s, epoch_s, tc.epochs) if left_s >= 0.95 * epoch_s else done)
+    if n != (p.planned_epochs or tc.epochs):
+        tr.say("fit to the budget: epoch %d took %.0f s, %.0f s of max_minutes=%s left, so %d of %d epochs; "
+               "the LR schedule now ends after epoch %d", done, epoch_s, max(left_s, 0), tc.max_minutes, n,
+               tc.epochs, n)
+    p.planned_epochs = n
     tr.sched.lr_lambdas[0].total = n * len(tr.batches.epoch(0))
-    tr.say("fit to the budget: epoch 1 took %.0f s, so %d of %d epochs fit in max_minutes=%s; "
-           "the LR schedule now ends after epoch %d", epoch_s, n, tc.epochs, tc.max_minutes, n)
 
 
 def evaluate(tr: Trainer, data: TrainingSet) -> dict:

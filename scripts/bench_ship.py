@@ -146,7 +146,7 @@ def bench_tensorboard(cfg, feats, targets, seconds: float, threads: int, rounds:
         tr = make_trainer(cfg, head, Path(tmp), CharTokenizer(), Runtime.create("cpu", "off", threads))
         monitors = {"on": TrainMonitor(tmp, True, cfg.train.log_every), "off": TrainMonitor(tmp, False),
                     "off_again": TrainMonitor(tmp, False)}
-        batches = [it.collate(plan[k], random.Random(k)) for k in range(len(plan))]
+        batches = [it.collate(plan[k], random.Random(k), 0) for k in range(len(plan))]
         t0, n = time.perf_counter(), 0
         while time.perf_counter() - t0 < seconds and n < len(batches):    # how many batches fill `seconds`
             train_step(tr, *batches[n])

@@ -27,10 +27,17 @@ from asr.train import TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_SYNTH_CACHE = tempfile.mkdtemp(prefix="asr-synth-cache-")
+
+
 def pytest_configure(config):
-    # the synthesis cache of this run (recipes run in subprocesses inherit it): never the user's
-    os.environ["ASR_SYNTH_CACHE"] = tempfile.mkdtemp(prefix="asr-synth-cache-")
     config.addinivalue_line("markers", "espeak: needs espeak-ng (skipped where it is not installed)")
+    # the synthesis cache of this run (recipes run in subprocesses inherit it): never the user's
+    os.environ["ASR_SYNTH_CACHE"] = _SYNTH_CACHE
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_SYNTH_CACHE, ignore_errors=True)
 
 
 def pytest_runtest_setup(item):

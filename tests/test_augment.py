@@ -147,13 +147,13 @@ def test_wave_augmented_training_features(tmp_path, wav_dir, rooms):
     plain = TrainingSet(cache["ids"], cache["feats"], [tok.encode(u.text) for u in utts], [u.text for u in utts])
     aug = with_wave_augmentation(plain, utts, _augmenter(rooms), FeatureConfig(), 60.0)
     batches = BatchIterator(aug.feats, aug.targets, 10_000, None, 0)
-    x1, lens1, *_ = batches.collate([0, 1], batches.batch_rng(0, 3))
-    x2, lens2, *_ = batches.collate([0, 1], batches.batch_rng(0, 3))
+    x1, lens1, *_ = batches.collate([0, 1], batches.batch_rng(0, 3), 0)
+    x2, lens2, *_ = batches.collate([0, 1], batches.batch_rng(0, 3), 0)
     assert torch.equal(x1, x2) and torch.equal(lens1, lens2)
-    ref, ref_lens = BatchIterator(plain.feats, plain.targets, 10_000, None, 0).collate([0, 1], batches.batch_rng(0, 3))[:2]
+    ref, ref_lens = BatchIterator(plain.feats, plain.targets, 10_000, None, 0).collate([0, 1], batches.batch_rng(0, 3), 0)[:2]
     assert not torch.equal(x1[:, : ref.shape[1]], ref)      # augmented features differ
     off = with_wave_augmentation(plain, utts, A.WaveAugmenter(A.WaveAugmentConfig(), rooms), FeatureConfig(), 60.0)
-    x3, lens3, *_ = BatchIterator(off.feats, off.targets, 10_000, None, 0).collate([0, 1], batches.batch_rng(0, 3))
+    x3, lens3, *_ = BatchIterator(off.feats, off.targets, 10_000, None, 0).collate([0, 1], batches.batch_rng(0, 3), 0)
     assert torch.equal(x3, ref) and torch.equal(lens3, ref_lens)
 
 
@@ -173,7 +173,7 @@ def test_ramp_epochs_starts_clean_and_reaches_the_share(tmp_path, wav_dir, rooms
     plain = TrainingSet(cache["ids"], cache["feats"], [CharTokenizer().encode("one")], ["one"])
     aug = with_wave_augmentation(plain, utts, A.WaveAugmenter(cfg, rooms), FeatureConfig(), 60.0)
     it = BatchIterator(aug.feats, aug.targets, 10_000, None, 0)
-    ref = BatchIterator(plain.feats, plain.targets, 10_000, None, 0).collate([0], it.batch_rng(0, 0))[0]
+    ref = BatchIterator(plain.feats, plain.targets, 10_000, None, 0).collate([0], it.batch_rng(0, 0), 0)[0]
     changed = {e: sum(not torch.equal(it.collate([0], it.batch_rng(e, b), e)[0][:, : ref.shape[1]], ref)
                       for b in range(40)) for e in (0, 1, 2)}
     assert changed[0] == 0 and 6 <= changed[1] <= 26 and changed[2] >= 24 and changed[2] > changed[1]

@@ -100,7 +100,7 @@ def test_batch_iterator_targets():
     it = BatchIterator(feats, targets, 300, None, seed=0)
     plan = it.epoch(0)
     assert sorted(i for b in plan for i in b) == list(range(10))
-    x, lens, tgt, tgt_lens = it.collate(plan[0], random.Random(0))
+    x, lens, tgt, tgt_lens = it.collate(plan[0], random.Random(0), 0)
     assert x.shape[0] == len(plan[0]) == tgt_lens.numel()
     assert tgt.numel() == int(tgt_lens.sum())
 

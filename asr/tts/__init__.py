@@ -148,25 +148,29 @@ def _synth_chunk(args: tuple[list[Job], str, list[str] | None, str | None]
 
 
 def _from_cache(chunks: list[list[Job]], out_dir: Path, cache: SynthCache
-                ) -> tuple[list[tuple[list[Job], list[str]]], list[Utterance]]:
+                ) -> tuple[list[tuple[list[Job], list[str] | None]], list[Utterance]]:
     """Restore cached jobs into ``out_dir``; returns (jobs still to render with their keys, per
-    batch) and the restored utterances. A batch-seeded engine renders a batch whole or not at all."""
+    batch; keys None: not cacheable) and the restored utterances. A batch-seeded engine renders
+    a batch whole or not at all."""
     versions = {e: ENGINES[e].version() for e in {engine_of(c[0].voice) for c in chunks}}
     todo, restored = [], []
     for chunk in chunks:
         engine = ENGINES[engine_of(chunk[0].voice)]
+        if not versions[engine.name]:            # unknown versions: a stale entry could not be told
+            todo.append((chunk, None))
+            continue
         keys = job_keys(chunk, versions[engine.name], engine.batch_seeded)
-        hits = [k for k in keys if cache.path(k).is_file()]
-        if engine.batch_seeded and len(hits) < len(keys):
+        if engine.batch_seeded and any(cache.frames(k) is None for k in keys):
             todo.append((chunk, keys))
             continue
-        left = [(j, k) for j, k in zip(chunk, keys) if not cache.restore(k, out_dir / f"{j.utt_id}.wav")]
-        hit = {j.utt_id for j in chunk} - {j.utt_id for j, _ in left}
-        for j in chunk:
-            if j.utt_id in hit:
-                path = out_dir / f"{j.utt_id}.wav"
-                restored.append(Utterance(j.utt_id, str(path),
-                                          round(sf.info(str(path)).frames / SAMPLE_RATE_HZ, 4), j.text, j.voice))
+        left = []
+        for j, k in zip(chunk, keys):
+            path = out_dir / f"{j.utt_id}.wav"
+            n = cache.restore(k, path)
+            if n is None:
+                left.append((j, k))
+            else:
+                restored.append(Utterance(j.utt_id, str(path), round(n / SAMPLE_RATE_HZ, 4), j.text, j.voice))
         if left:
             todo.append(([j for j, _ in left], [k for _, k in left]))
     return todo, restored
@@ -189,7 +193,7 @@ def synthesize(jobs: Sequence[Job], out_dir: str | Path, n_procs: int = 2,
     utts: list[Utterance] = []
     if cache is not None:
         todo, utts = _from_cache(batches, out_dir, cache)
-        chunks = [(js, str(out_dir), keys, str(cache.root)) for js, keys in todo]
+        chunks = [(js, str(out_dir), keys, str(cache.root) if keys else None) for js, keys in todo]
         if utts:
             log.info("%s: %d of %d utterances from the synthesis cache %s", out_dir.name, len(utts),
                      len(jobs), cache.root)

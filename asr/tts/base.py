@@ -46,27 +46,31 @@ class Engine:
     licence = ""                # of the engine and its voices: model cards list it for the data made
     pitch_control = True        # the engine takes a pitch target (else pitch comes from resampling)
     batch_seeded = False        # its randomness is seeded per batch: a job's audio depends on its batch
-    debian_package = ""         # where its installed version is read from (the synthesis cache key)
-    python_package = ""
+    python_packages: tuple[str, ...] = ()    # what its audio depends on: their versions are part
+    debian_packages: tuple[str, ...] = ()    # of the synthesis cache key (asr/tts/cache.py)
 
     def installed(self) -> bool:
         raise NotImplementedError
 
     def version(self) -> str:
-        """The installed engine's version ("" when unknown); part of the synthesis cache key."""
-        if self.python_package:
+        """The installed versions of ``python_packages`` and ``debian_packages`` (engine, voices,
+        runtime), part of the synthesis cache key; "" when one cannot be read (then nothing of
+        this engine is cached)."""
+        parts = []
+        for pkg in self.python_packages:
             try:
-                return importlib.metadata.version(self.python_package)
+                parts.append(f"{pkg}={importlib.metadata.version(pkg)}")
             except importlib.metadata.PackageNotFoundError:
                 return ""
-        if self.debian_package:
+        for pkg in self.debian_packages:
             try:
-                res = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", self.debian_package],
-                                     capture_output=True, text=True)
+                res = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", pkg], capture_output=True, text=True)
             except OSError:                 # not a Debian system
                 return ""
-            return res.stdout.strip() if res.returncode == 0 else ""
-        return ""
+            if res.returncode != 0 or not res.stdout.strip():
+                return ""
+            parts.append(f"{pkg}={res.stdout.strip()}")
+        return " ".join(parts)
 
     def voices(self) -> set[str]:
         """Voice names this engine really has (engines fall back silently on unknown names)."""

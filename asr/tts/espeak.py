@@ -16,7 +16,7 @@ ESPEAK_BASE_PITCH = 50          # espeak's 0-99 pitch scale
 class Espeak(Engine):
     name = "espeak"
     licence = "espeak-ng: GPL-3.0-or-later (engine and voice data)"
-    debian_package = "espeak-ng"
+    debian_packages = ("espeak-ng", "espeak-ng-data")
 
     def installed(self) -> bool:
         return shutil.which("espeak-ng") is not None

@@ -15,7 +15,7 @@ VOICES_DIR = Path("/usr/share/festival/voices")
 class Festival(Engine):
     name = "festival"
     licence = "Festival: X11-style; diphone/HTS voices: free for any use (CSTR/CMU licences)"
-    debian_package = "festival"
+    debian_packages = ("festival", "festvox-kallpc16k", "festvox-kdlpc16k", "festvox-us-slt-hts")
     pitch_control = False
 
     def installed(self) -> bool:

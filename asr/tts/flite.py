@@ -13,7 +13,7 @@ FLITE_F0_HZ = {"kal": 105.0, "kal16": 105.0, "awb": 115.0, "rms": 100.0, "slt": 
 class Flite(Engine):
     name = "flite"
     licence = "CMU Flite: BSD-style (Flite licence), voices included"
-    debian_package = "flite"
+    debian_packages = ("flite",)
 
     def installed(self) -> bool:
         return shutil.which("flite") is not None

