@@ -100,7 +100,7 @@ def _stream_config(args):
     from .stream import StreamConfig
 
     return StreamConfig(chunk_frames=args.chunk, right_frames=args.right, endpoint_s=args.endpoint,
-                        final_pass=args.final_pass, gate_db=args.gate_db)
+                        final_pass=args.final_pass, gate_db=args.gate_db, final_context_s=args.final_context)
 
 
 def _add_streaming(p: argparse.ArgumentParser) -> None:
@@ -115,6 +115,9 @@ def _add_streaming(p: argparse.ArgumentParser) -> None:
     g.add_argument("--final-pass", choices=("stream", "full"), default="full",
                    help="full (default): each final result re-decodes its utterance with the whole bidirectional "
                    "model (two-pass: about offline accuracy, a few ms at the endpoint); stream: finals are the chunks'")
+    g.add_argument("--final-context", type=float, default=0.0, metavar="SECONDS",
+                   help="two-pass finals also run over this much audio before the utterance (the one a short "
+                   "pause ended), as left context")
 
 
 def _formats(allowed: tuple[str, ...]):

@@ -70,6 +70,9 @@ class StreamConfig:
                                    # (0: each utterance by itself, as in training and offline)
     final_pass: Literal["stream", "full"] = "full"     # full: finals from the whole bidirectional
                                    # model over the utterance (two-pass), partials from the chunks
+    final_context_s: float = 0.0   # two-pass finals also run over this much of the stream's audio
+                                   # before the utterance (left context: a talker's pause that
+                                   # ended an utterance does not leave its rest on its own)
     gate_db: float = 40.0          # output frames with no sound near them (this far under the loudest
                                    # recent audio, within a margin of the noise floor or under
                                    # GATE_FLOOR_DBFS) are decoded as blank: no words from silence (0: off)
@@ -80,6 +83,7 @@ class StreamConfig:
         require(self.endpoint_s >= 0, f"{where}.endpoint_s", "must be >= 0")
         require(self.max_utterance_s >= 1, f"{where}.max_utterance_s", "must be >= 1")
         require(self.cmn_history_s >= 0, f"{where}.cmn_history_s", "must be >= 0")
+        require(self.final_context_s >= 0, f"{where}.final_context_s", "must be >= 0")
         require(self.gate_db >= 0, f"{where}.gate_db", "must be >= 0 (0: off)")
 
     def latency_s(self, frame_s: float) -> float:
@@ -254,7 +258,7 @@ class Streamer:
         if model.cfg.utterance_cmn:
             # statistics over everything heard: this utterance so far and the stream's recent past
             # (same talker and channel), so an utterance's first chunk is not normalised by itself
-            past = self.history.float().unsqueeze(0)
+            past = self._past(self.cfg.cmn_history_s).float().unsqueeze(0)
             both = torch.cat([past, feats], 1)
             x = model._utterance_cmn(both, torch.cat([(past - model.cmvn_mean) / model.cmvn_std, x], 1),
                                      torch.tensor([both.shape[1]]))[:, past.shape[1]:]
@@ -316,17 +320,25 @@ class Streamer:
         self._restart()
         return [event] if hyp.text else []
 
+    def _past(self, seconds: float) -> torch.Tensor:
+        """(T, F) features of the last ``seconds`` before this utterance (whole output frames)."""
+        keep = int(seconds * SAMPLE_RATE_HZ / self.rec.features.hop) // self.stack * self.stack
+        return self.history[self.history.shape[0] - min(keep, self.history.shape[0] // self.stack * self.stack):]
+
     @torch.inference_mode()
     def _full_pass(self) -> torch.Tensor:
         """(done, V) log-probs of the utterance's committed frames from the whole bidirectional
-        model: the offline computation on the same features (utterance CMN over the utterance)."""
-        log_probs, out_lens = self.rec.forward([self.feats[: self.done * self.stack]])
-        return log_probs[0, : int(out_lens[0])].float().cpu()
+        model: the offline computation on the same features (utterance CMN over the utterance),
+        over ``final_context_s`` of the audio before it as well."""
+        ctx = self._past(self.cfg.final_context_s)
+        log_probs, out_lens = self.rec.forward([torch.cat([ctx, self.feats[: self.done * self.stack]])])
+        first = ctx.shape[0] // self.stack
+        return log_probs[0, first: int(out_lens[0])].float().cpu()
 
     def _restart(self) -> None:
         cut = self.done * self.stack
         self.utt_start += cut
-        keep = int(self.cfg.cmn_history_s * SAMPLE_RATE_HZ / self.rec.features.hop)
+        keep = int(max(self.cfg.cmn_history_s, self.cfg.final_context_s) * SAMPLE_RATE_HZ / self.rec.features.hop)
         self.history = torch.cat([self.history, self.feats[:cut]])[-keep:] if keep else self.history
         drop = max(0, self.utt_start - self.level_base - int(GATE_BEHIND_S * SAMPLE_RATE_HZ / self.rec.features.hop))
         self.levels, self.level_base = self.levels[drop:], self.level_base + drop

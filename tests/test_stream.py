@@ -93,6 +93,38 @@ def test_two_pass_final_is_the_offline_result(cmn):
     assert offline and streamed != [offline]
 
 
+class _Recording(Streamer):
+    """Keeps each final's second-pass log-probs and where its utterance started."""
+
+    def _full_pass(self):
+        out = super()._full_pass()
+        self.passes = [*getattr(self, "passes", []), (self.utt_start, self.done, out)]
+        return out
+
+
+@pytest.mark.parametrize("cmn", [False, True])
+def test_final_context_decodes_an_utterance_after_the_one_before(cmn):
+    """final_context_s: the second pass of an utterance that a pause split off runs over the
+    audio before it too: its log-probs are the offline ones of the whole stream up to its end."""
+    rec = _rec(cmn)
+    x = np.concatenate([_noise(1.0, 4), np.zeros(int(16000 * 0.8), np.float32), _noise(0.7, 5),
+                        np.zeros(int(16000 * 0.8), np.float32)])
+    feats = rec.features(x)
+    got = {}
+    for ctx in (0.0, 30.0):
+        st = _Recording(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False,
+                                          final_context_s=ctx))
+        for i in range(0, x.size, 1600):
+            st.accept(x[i: i + 1600])
+        st.finish()
+        assert len(st.passes) >= 2                 # (then the quiet tail's, which has no words)
+        got[ctx] = st.passes[1]
+    start, done, full = got[30.0]
+    ref = rec.emissions([feats[: start + done * 3]])[0][start // 3:]
+    assert full.shape == ref.shape and (full - ref).abs().max() < 1e-4
+    assert got[0.0][:2] == (start, done) and (got[0.0][2] - ref).abs().max() > 1e-3
+
+
 def test_incremental_greedy_and_beam_match_batch_decoding():
     tok = CharTokenizer()
     torch.manual_seed(3)
