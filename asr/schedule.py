@@ -2,12 +2,18 @@
 fitting the number of epochs to a wall-clock budget (``train.fit_to_budget``).
 
 A capped run that simply stops at ``train.max_minutes`` ends with the learning rate still high
-(a 7-epoch cosine cut after 4 epochs never anneals); fitting the epoch count at every epoch's
-end to the time left makes the schedule end where the budget does.
+(a 7-epoch cosine cut after 4 epochs never anneals). With ``train.fit_to_budget`` the schedule's
+length is re-planned every FIT_EVERY_STEPS steps from the time left and the recent pace, so the
+learning rate reaches its floor where the budget ends (mid-epoch, most often). The plan depends
+on the machine's measured speed, so such a run is reproducible only as far as its speed is.
+
 """
 from __future__ import annotations
 
 import math
+
+FIT_EVERY_STEPS = 10         # fit_to_budget re-plans the schedule's end this often
+STEP_EMA = 0.05              # weight of the newest step in the pace (about the last 20 steps)
 
 
 def lr_lambda(step: int, warmup: int, total: int, final_ratio: float) -> float:
@@ -27,12 +33,3 @@ class CosineSchedule:
 
     def __call__(self, step: int) -> float:
         return lr_lambda(step, self.warmup, self.total, self.final_ratio)
-
-
-def fitted_epochs(budget_s: float, epoch_s: float, epochs: int) -> int:
-    """Epochs that fit in ``budget_s`` of training when one takes ``epoch_s``: at least 1, at
-    most ``epochs``. An epoch that would end within 5% past the budget still counts (the cap
-    then stops it at the schedule's floor, where the last steps change little)."""
-    if budget_s <= 0 or epoch_s <= 0:
-        return epochs
-    return max(1, min(epochs, math.floor(budget_s / epoch_s * 1.05)))

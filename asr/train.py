@@ -33,7 +33,7 @@ from .monitor import TrainMonitor
 from .plots import training_figure
 from .recognizer import Recognizer
 from .runtime import Amp, DeviceName, Runtime
-from .schedule import CosineSchedule, fitted_epochs
+from .schedule import FIT_EVERY_STEPS, STEP_EMA, CosineSchedule
 from .score import error_rates
 from .text import Tokenizer
 
@@ -52,8 +52,8 @@ class TrainConfig:
 
     epochs: int = 20
     max_minutes: float = 0.0       # wall-clock cap on training; 0 = none
-    fit_to_budget: bool = False    # with max_minutes: after epoch 1, train only the epochs that
-                                   # fit, the LR schedule ending with them (asr.schedule)
+    fit_to_budget: bool = False    # with max_minutes: the LR schedule ends where the budget does,
+                                   # at the measured pace (asr.schedule); else the cap cuts it
     max_batch_frames: int = 20000  # padded input frames per batch
     lr: float = 1.5e-3
     warmup_steps: int = 300
@@ -123,7 +123,7 @@ def train(cfg: "RecipeConfig", train_set: TrainingSet, dev_set: TrainingSet, exp
            count_parameters(tr.model) / 1e6, len(train_set.ids), len(dev_set.ids), rt.device,
            rt.precision, rt.dist.world)
     try:
-        while tr.prog.epoch < (tr.prog.planned_epochs or tc.epochs) and tr.prog.bad_epochs < tc.patience:
+        while tr.prog.epoch < tc.epochs and tr.prog.bad_epochs < tc.patience:
             capped = run_epoch(tr)                 # batch steps (mid-epoch state checkpoints)
             stats = end_epoch(tr, dev_set)         # dev WER, best.pt, last.pt
             tr.log_record(stats)
@@ -161,7 +161,10 @@ def run_epoch(tr: Trainer) -> bool:
         p.batch = index + 1
         now = time.perf_counter()
         p.seconds += now - t0
+        tr.step_s = now - t0 if not tr.step_s else (1 - STEP_EMA) * tr.step_s + STEP_EMA * (now - t0)
         t0 = now
+        if tc.fit_to_budget and tc.max_minutes and p.batch % FIT_EVERY_STEPS == 0:
+            fit_schedule(tr, tr.step_s)
         bar.update(1)
         bar.set_postfix(loss=f"{p.loss_sum / max(p.utts, 1):.3f}", refresh=False)
         if tc.checkpoint_every and p.batch % tc.checkpoint_every == 0 and p.batch < len(plan):
@@ -269,8 +272,6 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
         (tr.exp_dir / "best_single.pt").unlink(missing_ok=True)   # stale once a new epoch is best
     keep_epoch_model(tr, info)
     p.history.append(stats)
-    if cfg.train.fit_to_budget and cfg.train.max_minutes:
-        fit_schedule(tr, tr.dist.sum([p.seconds])[0] / tr.dist.world)
     p.new_epoch()
     tr.save_state()
     faults = f" skipped {stats['skipped_batches']} split {stats['split_batches']} batches" \
@@ -281,20 +282,19 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
     return stats
 
 
-def fit_schedule(tr: Trainer, epoch_s: float) -> None:
-    """At an epoch's end (it took ``epoch_s``): plan the epochs that fit in the rest of
-    ``train.max_minutes`` at that pace, and end the cosine schedule with them. Refitted every
-    epoch, as epochs get slower when the waveform augmentation ramps up."""
+def fit_schedule(tr: Trainer, step_s: float) -> None:
+    """``train.fit_to_budget``: end the cosine schedule where ``train.max_minutes`` runs out at
+    the recent pace of ``step_s`` per step (never past ``train.epochs``). Called every
+    FIT_EVERY_STEPS steps; ranks agree on the pace and the time spent (the mean of theirs)."""
     tc, p = tr.cfg.train, tr.prog
-    done = len(p.history)
-    left_s = tc.max_minutes * 60 - sum(h["time_s"] for h in p.history)
-    n = min(tc.epochs, done + fitted_epochs(left_s, epoch_s, tc.epochs) if left_s >= 0.95 * epoch_s else done)
-    if n != (p.planned_epochs or tc.epochs):
-        tr.say("fit to the budget: epoch %d took %.0f s, %.0f s of max_minutes=%s left, so %d of %d epochs; "
-               "the LR schedule now ends after epoch %d", done, epoch_s, max(left_s, 0), tc.max_minutes, n,
-               tc.epochs, n)
-    p.planned_epochs = n
-    tr.sched.lr_lambdas[0].total = n * len(tr.batches.epoch(0))
+    step_s, spent = (v / tr.dist.world for v in tr.dist.sum([step_s, sum(h["time_s"] for h in p.history) + p.seconds]))
+    done = tr.sched.last_epoch
+    total = min(tr.full_steps, done + max(0, int((tc.max_minutes * 60 - spent) / max(step_s, 1e-9))))
+    sched = tr.sched.lr_lambdas[0]
+    if abs(total - sched.total) > 0.02 * sched.total:
+        log.debug("fit to the budget: %.2f s per step, %.0f s spent: the schedule ends at step %d (was %d)",
+                  step_s, spent, total, sched.total)
+    sched.total = total
 
 
 def evaluate(tr: Trainer, data: TrainingSet) -> dict:
@@ -323,7 +323,6 @@ class Progress:
     seconds: float = 0.0
     best: float = float("inf")
     bad_epochs: int = 0
-    planned_epochs: int = 0     # where the schedule ends (0: train.epochs); set by fit_to_budget
     history: list = field(default_factory=list)
 
     def new_epoch(self) -> None:
@@ -349,6 +348,8 @@ class Trainer:
     prog: Progress = field(default_factory=Progress)
     monitor: TrainMonitor = field(default_factory=lambda: TrainMonitor("", enabled=False))
     grad_norm: object = 0.0                        # of the last step (a tensor)
+    full_steps: int = 0                            # the schedule's length: train.epochs of steps
+    step_s: float = 0.0                            # recent seconds per step (fit_to_budget)
 
     @property
     def device(self) -> torch.device:
@@ -423,7 +424,8 @@ def make_trainer(cfg: "RecipeConfig", train_set: TrainingSet, exp_dir: Path, tok
     sched = torch.optim.lr_scheduler.LambdaLR(opt, CosineSchedule(tc.warmup_steps, total_steps, tc.final_lr_ratio))
     scaler = torch.amp.GradScaler(rt.device.type) if rt.amp == "fp16" else None
     monitor = TrainMonitor(exp_dir, tc.tensorboard and rt.dist.main, tc.log_every)
-    return Trainer(cfg, model, opt, sched, batches, tokenizer, exp_dir, net, rt, scaler, monitor=monitor)
+    return Trainer(cfg, model, opt, sched, batches, tokenizer, exp_dir, net, rt, scaler, monitor=monitor,
+                   full_steps=total_steps)
 
 
 def freeze_lower_layers(model: BiLSTMCTC, n: int) -> None:

@@ -144,13 +144,15 @@ def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS) -> d
     return out
 
 
-def endpoint_sweep(rec, audio, refs, endpoints=(0.15, 0.2, 0.3, 0.5)) -> list[dict]:
-    """Streaming at the default chunking (one pass and two-pass), each utterance followed by
-    silence: per endpoint, the WER of its finals joined, how many utterances were cut into
-    several finals, and end of speech (energy) -> the last final, p50/p95."""
+def endpoint_sweep(rec, audio, refs, endpoints=(0.15, 0.2, 0.3, 0.5), context_s: float = 3.0) -> list[dict]:
+    """Streaming at the default chunking (one pass, two-pass, and two-pass with ``context_s`` of
+    left context), each utterance followed by silence: per endpoint, the WER of its finals
+    joined, how many utterances were cut into several finals, and end of speech (energy) -> the
+    last final, p50/p95."""
     rows = []
-    for final_pass, endpoint in [(f, e) for f in ("full", "stream") for e in endpoints]:
-        cfg = StreamConfig(endpoint_s=endpoint, final_pass=final_pass)
+    variants = [("full", 0.0), ("full", context_s), ("stream", 0.0)]
+    for (final_pass, ctx), endpoint in [(v, e) for v in variants for e in endpoints]:
+        cfg = StreamConfig(endpoint_s=endpoint, final_pass=final_pass, final_context_s=ctx)
         hyps, lat, split = {}, [], 0
         for uid, x in audio.items():
             r = simulate(rec, x, cfg, tail_s=endpoint + 1.0)
@@ -159,7 +161,7 @@ def endpoint_sweep(rec, audio, refs, endpoints=(0.15, 0.2, 0.3, 0.5)) -> list[di
             split += len(finals) > 1
             if finals:
                 lat.append(finals[-1][0] - speech_end_s(x))
-        rows.append({"final_pass": final_pass, "endpoint_s": endpoint, "final_greedy_wer": error_rates({k: refs[k] for k in hyps}, hyps).wer,
+        rows.append({"final_pass": final_pass, "final_context_s": ctx, "endpoint_s": endpoint, "final_greedy_wer": error_rates({k: refs[k] for k in hyps}, hyps).wer,
                      "utterances_split": split, "speech_end_to_final_p50_ms": round(1000 * float(np.percentile(lat, 50))),
                      "speech_end_to_final_p95_ms": round(1000 * float(np.percentile(lat, 95)))})
         print(f"[bench] stream endpoint sweep: {rows[-1]}", file=sys.stderr)

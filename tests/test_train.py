@@ -17,7 +17,7 @@ from asr.data import AugmentConfig, Utterance
 from asr.errors import AsrError
 from asr.runtime import native_bf16, resolve_amp
 from asr.text import CharTokenizer
-from asr.schedule import fitted_epochs, lr_lambda
+from asr.schedule import lr_lambda
 from asr.train import train
 
 
@@ -44,29 +44,28 @@ class _Clock:
 
 
 def test_fit_to_budget_ends_the_schedule_with_the_budget(tmp_path, monkeypatch, data, train_cfg):
-    """``train.fit_to_budget``: after epoch 1 the run is shortened to the epochs that fit in
-    ``max_minutes`` and the LR reaches its floor at the end; a plain cap stops at a high LR."""
+    """``train.fit_to_budget``: the cosine schedule is re-planned to end where ``max_minutes``
+    runs out, so the learning rate is at its floor when the cap stops the run; a plain cap stops
+    it mid-schedule with the learning rate high."""
     from asr.batching import BatchIterator
     train_set, dev_set = data(96, 0), data(24, 1)
     base = train_cfg(tmp_path, epochs=6)
+    base = replace(base, train=replace(base.train, max_batch_frames=150))     # enough steps to re-plan
     n = len(BatchIterator(train_set.feats, train_set.targets, base.train.max_batch_frames, base.augment,
                           base.train.seed).epoch(0))
-    runs = {}
+    runs, totals = {}, {}
     for fit in (True, False):
         exp = tmp_path / str(fit)
         cfg = replace(base, train=replace(base.train, max_minutes=2.5 * n / 60, fit_to_budget=fit))
-        monkeypatch.setattr(T, "time", _Clock())
+        monkeypatch.setattr(T, "time", _Clock())             # every batch takes 1 s
         train(cfg, train_set, dev_set, exp, CharTokenizer())
         runs[fit] = [json.loads(x) for x in (exp / "train_log.jsonl").read_text().splitlines()]
         state = torch.load(exp / "last.pt", weights_only=True)
-        assert state["progress"]["planned_epochs"] == (2 if fit else 0)
-        if fit:                                   # resume continues the fitted schedule
-            assert state["scheduler"]["lr_lambdas"][0]["total"] == 2 * n
-    assert fitted_epochs(2.5 * n, n, 6) == 2
-    assert len(runs[True]) == 2 and runs[True][-1]["lr"] == pytest.approx(1e-2 * 0.05, rel=0.2)
-    assert len(runs[False]) == 3 and runs[False][-1]["lr"] > 0.3 * 1e-2       # capped mid-schedule
-    assert fitted_epochs(100, 30, 6) == 3 and fitted_epochs(100, 300, 6) == 1 and fitted_epochs(1e6, 1, 6) == 6
-    assert fitted_epochs(100, 34, 6) == 3        # 2.94 epochs: within 5%, the third still counts
+        totals[fit] = state["scheduler"]["lr_lambdas"][0]["total"]     # resume continues this plan
+    assert n >= 20 and len(runs[True]) == len(runs[False]) == 3      # 2.5 epochs either way
+    assert abs(totals[True] - 2.5 * n) <= 2 and totals[False] == 6 * n
+    assert runs[True][-1]["lr"] == pytest.approx(1e-2 * 0.05, rel=0.3)
+    assert runs[False][-1]["lr"] > 0.5 * 1e-2
 
 
 def test_train_learns_and_keeps_best(tmp_path, data, train_cfg):
