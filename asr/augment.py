@@ -304,13 +304,20 @@ class WaveAugmenter:
         self.noise_kinds = kinds
         self.noise_weights = [cfg.noise_kinds[k] for k in kinds]
 
-    def __call__(self, x: np.ndarray, rng: random.Random, uid: str = "?") -> np.ndarray:
-        """One random draw of every kind, in the order a recording happens: the talker's tempo,
-        the room, the background, the microphone and channel, the level."""
+    def draw_tempo(self, rng: random.Random) -> float:
+        """The tempo of one augmented utterance (1.0: unchanged, with probability 1 - tempo_prob).
+        Drawn when the epoch is planned (:class:`asr.batching.EpochDraws`): it changes the
+        utterance's length, which batching must know."""
+        return rng.uniform(*self.cfg.tempo_range) if rng.random() < self.cfg.tempo_prob else 1.0
+
+    def __call__(self, x: np.ndarray, rng: random.Random, uid: str = "?", rate: float = 1.0) -> np.ndarray:
+        """``rate`` (the talker's tempo, from :meth:`draw_tempo`) and one random draw of every
+        other kind, in the order a recording happens: tempo, the room, the background, the
+        microphone and channel, the level."""
         c, g = self.cfg, np.random.default_rng(rng.randrange(2 ** 32))
         steps: list[tuple[str, Callable[[np.ndarray], np.ndarray]]] = []
-        if rng.random() < c.tempo_prob:
-            steps.append(("tempo", lambda y, r=rng.uniform(*c.tempo_range): tempo(y, r)))
+        if rate != 1.0:
+            steps.append(("tempo", lambda y: tempo(y, rate)))
         if self.rirs and rng.random() < c.reverb_prob:
             steps.append(("reverb", lambda y, h=self.rirs[rng.randrange(len(self.rirs))]: reverberate(y, h)))
         if self.noise_kinds and rng.random() < c.noise_prob:

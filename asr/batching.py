@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -69,14 +70,31 @@ def spec_augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random) ->
     return feats
 
 
-def augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random) -> torch.Tensor:
-    """One random draw of speed, gain and SpecAugment for a (T, F) float32 utterance."""
-    feats = speed_perturb(feats, rng.choice(cfg.speed_factors))
+def augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random, speed: float = 1.0) -> torch.Tensor:
+    """``speed`` perturbation (drawn with the epoch: :class:`EpochDraws`) and one random draw of
+    frequency warp, gain and SpecAugment for a (T, F) float32 utterance."""
+    feats = speed_perturb(feats, speed)
     feats = freq_warp(feats, rng.uniform(*cfg.warp_range))
     if cfg.gain_db > 0:
         # a gain of g dB shifts log-power by g / 10 * ln(10)
         feats = feats + rng.uniform(-cfg.gain_db, cfg.gain_db) * math.log(10) / 10
     return spec_augment(feats, cfg, rng)
+
+
+@dataclass(frozen=True)
+class EpochDraws:
+    """Per utterance, the draws of an epoch that change its length: the feature speed factor,
+    whether its waveform is augmented and the tempo it then gets. Drawn before batching from
+    (seed, epoch) alone, so batches are made on the lengths they will have (the model runs
+    every utterance to its batch's longest: one slowed utterance would lengthen them all)."""
+
+    speed: tuple[float, ...]
+    wave: tuple[bool, ...]
+    tempo: tuple[float, ...]
+
+    def stretch(self, i: int) -> float:
+        """How much longer utterance ``i`` gets (> 1: longer)."""
+        return 1.0 / (self.speed[i] * self.tempo[i])
 
 
 class BatchIterator:
@@ -88,16 +106,32 @@ class BatchIterator:
         self.max_frames, self.augment_cfg, self.seed = max_frames, augment_cfg, seed
         lazy = getattr(feats, "lengths", None)        # features computed on access: do not load
         self.lengths = list(lazy) if lazy is not None else [f.shape[0] for f in feats]
+        self._draws: tuple[int, EpochDraws] | None = None
+
+    def draws(self, epoch: int) -> EpochDraws:
+        """The epoch's length-changing draws (cached: the same in every process)."""
+        if self._draws is not None and self._draws[0] == epoch:
+            return self._draws[1]
+        rng, n, cfg = random.Random(f"{self.seed}-{epoch}-draws"), len(self.lengths), self.augment_cfg
+        speed = [rng.choice(cfg.speed_factors) for _ in range(n)] if cfg else [1.0] * n
+        wave, tempo = [False] * n, [1.0] * n
+        augmenter = getattr(self.feats, "augmenter", None)     # waveform augmentation (asr.dataset)
+        if augmenter is not None and augmenter.cfg.enabled:
+            share = augmenter.cfg.share(epoch)
+            for i in range(n):
+                wave[i] = rng.random() < share
+                tempo[i] = augmenter.draw_tempo(rng) if wave[i] else 1.0
+        self._draws = (epoch, EpochDraws(tuple(speed), tuple(wave), tuple(tempo)))
+        return self._draws[1]
 
     def epoch(self, epoch: int) -> list[list[int]]:
-        """The batches (lists of indices) of one epoch; a pure function of seed and epoch."""
-        # leave headroom for speed perturbation slowing utterances down
-        slow = 1 / min(self.augment_cfg.speed_factors) if self.augment_cfg else 1.0
-        if self.augment_cfg and self.augment_cfg.wave.tempo_prob > 0:
-            slow /= min(1.0, self.augment_cfg.wave.tempo_range[0])
-        batches = bucket_batches(self.lengths, int(self.max_frames / slow), self.seed + epoch, noise=5)
+        """The batches (lists of indices) of one epoch, on the lengths its draws give the
+        utterances; a pure function of seed and epoch."""
+        d = self.draws(epoch)
+        lengths = [math.ceil(n * d.stretch(i)) for i, n in enumerate(self.lengths)]
+        batches = bucket_batches(lengths, self.max_frames, self.seed + epoch, noise=5)
         if self.sortagrad and epoch == 0:     # SortaGrad: shortest first, CTC leaves the all-blank plateau sooner
-            batches.sort(key=lambda b: (max(self.lengths[i] for i in b), b))
+            batches.sort(key=lambda b: (max(lengths[i] for i in b), b))
         return batches
 
     def batch_rng(self, epoch: int, batch: int) -> random.Random:
@@ -107,20 +141,19 @@ class BatchIterator:
 
     def collate(self, batch: list[int], rng: random.Random, epoch: int):
         """Padded, augmented batch, or None when no utterance of it could be loaded (lazy
-        features: unreadable audio is reported by id and left out). ``epoch`` (0-based) sets the
-        share of waveform-augmented utterances while it ramps up."""
-        feats, kept = [], []
-        wave = getattr(self.feats, "augmented", None)     # waveform augmentation (asr.dataset)
+        features: unreadable audio is reported by id and left out). ``epoch`` (0-based) selects
+        the epoch's draws (:meth:`draws`): speed, waveform augmentation and tempo."""
+        feats, kept, d = [], [], self.draws(epoch)
         for i in batch:
             try:
-                feats.append((wave(i, rng, epoch) if wave is not None else self.feats[i]).float())
+                feats.append((self.feats.augmented(i, rng, d.tempo[i]) if d.wave[i] else self.feats[i]).float())
                 kept.append(i)
             except AudioError as e:
                 log.warning("skipping utterance: %s", e)
         if not feats:
             return None
         if self.augment_cfg is not None:
-            feats = [augment(f, self.augment_cfg, rng) for f in feats]
+            feats = [augment(f, self.augment_cfg, rng, d.speed[i]) for f, i in zip(feats, kept)]
         x, lens = pad_batch(feats)
         tgt = [self.targets[i] for i in kept]
         targets = torch.tensor([t for seq in tgt for t in seq], dtype=torch.long)

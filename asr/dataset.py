@@ -94,10 +94,11 @@ def cmvn_sample(feats: Sequence[torch.Tensor], n: int, seed: int) -> Sequence[to
 class WaveAugmentedFeatures(Sequence):
     """Training features where a share of the utterances is augmented as audio.
 
-    ``self[i]`` are the plain features (cached or computed on access); ``augmented(i, rng)``
-    draws from the batch's ``rng`` whether utterance ``i`` is augmented this time (probability
-    ``utterance_prob``, ramped up over the first ``ramp_epochs``) and if so loads its audio, runs the :class:`WaveAugmenter` and computes
-    its features anew. Lengths are the plain ones (bucketing leaves room for tempo changes).
+    ``self[i]`` are the plain features (cached or computed on access); ``augmented(i, rng,
+    rate)`` loads utterance ``i``'s audio, runs the :class:`WaveAugmenter` (tempo ``rate``, the
+    other kinds drawn from the batch's ``rng``) and computes its features anew. Which utterances
+    are augmented in an epoch, and their tempo, are drawn when the epoch is planned
+    (:class:`asr.batching.EpochDraws`), so batches are made on the lengths they will have.
     """
 
     def __init__(self, base: Sequence[torch.Tensor], utts: Sequence[Utterance], augmenter: WaveAugmenter,
@@ -113,9 +114,7 @@ class WaveAugmentedFeatures(Sequence):
     def __getitem__(self, i):
         return self.base[i]
 
-    def augmented(self, i: int, rng: random.Random, epoch: int) -> torch.Tensor:
-        if rng.random() >= self.augmenter.cfg.share(epoch):
-            return self.base[i]
+    def augmented(self, i: int, rng: random.Random, rate: float = 1.0) -> torch.Tensor:
         if self._extractor is None:          # built lazily: cheap to pickle into loader workers
             self._extractor = FeatureExtractor(self.features)
         u = self.utts[i]
@@ -123,7 +122,7 @@ class WaveAugmentedFeatures(Sequence):
             audio = load_utterance_audio(u, max_seconds=self.max_seconds)
         except AudioError:
             return self.base[i]              # unreadable now: the plain features (lazy ones re-raise)
-        return self._extractor(self.augmenter(audio, rng, u.id)).to(torch.float16)
+        return self._extractor(self.augmenter(audio, rng, u.id, rate)).to(torch.float16)
 
     def __getstate__(self):
         return {**self.__dict__, "_extractor": None}

@@ -118,7 +118,9 @@ def train(cfg: "RecipeConfig", train_set: TrainingSet, dev_set: TrainingSet, exp
         tr.say("resumed from %s at epoch %d, batch %d", exp_dir / "last.pt", tr.prog.epoch + 1, tr.prog.batch)
     if tc.max_minutes and tc.amp == "auto" and rt.amp == "off" and rt.device.type == "cpu":
         tr.say("no native bf16 on this CPU: training in fp32, which may be several times slower; "
-               "train.max_minutes=%s may stop the %d-epoch schedule early", tc.max_minutes, tc.epochs)
+               "train.max_minutes=%s %s", tc.max_minutes,
+               "fits the schedule to the time (train.fit_to_budget)" if tc.fit_to_budget
+               else f"may stop the {tc.epochs}-epoch schedule early")
     tr.say("%.2fM parameters, %d train / %d dev utterances, device %s (%s), %d process(es)",
            count_parameters(tr.model) / 1e6, len(train_set.ids), len(dev_set.ids), rt.device,
            rt.precision, rt.dist.world)

@@ -141,25 +141,51 @@ def _throughput(cfg, frames_per_s: float, threads: int) -> dict:
             "frames_per_s": round(frames_per_s), "gflops": round(flops / 1e9, 1)}
 
 
-def bench_training(cfg, feats, targets, seconds: float, threads: int) -> dict:
+class _Collated(torch.utils.data.Dataset):
+    """Batches of a plan, collated where the DataLoader puts them (a loader worker)."""
+
+    def __init__(self, it, plan):
+        self.it, self.plan = it, plan
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, k):
+        return self.it.collate(self.plan[k], self.it.batch_rng(0, k), 99)     # 99: past any ramp
+
+
+def _batches(it, plan, workers: int):
+    """Collated batches of ``plan`` forever: in the loop, or built ahead in loader workers (as
+    ``train.workers`` does in the recipe)."""
+    if not workers:
+        rng, k = random.Random(0), 0
+        while True:
+            yield it.collate(plan[k % len(plan)], rng, 99)
+            k += 1
+    while True:
+        yield from torch.utils.data.DataLoader(_Collated(it, plan), batch_size=None, num_workers=workers,
+                                               prefetch_factor=2, persistent_workers=False)
+
+
+def bench_training(cfg, feats, targets, seconds: float, threads: int, workers: int = 0) -> dict:
     """The real training step over bucketed, augmented batches of the recipe's data."""
     torch.set_num_threads(threads)
     tr = bench_trainer(cfg, _fake_set(8, 300, cfg.features.n_mels), threads)
     it = BatchIterator(feats, targets, cfg.train.max_batch_frames, cfg.augment, seed=0)
-    plan, rng, k = it.epoch(0), random.Random(0), [0]
+    source = _batches(it, it.epoch(0), workers)
 
     def step():
-        batch = plan[k[0] % len(plan)]
-        k[0] += 1
-        x, lens, tgt, tgt_lens = it.collate(batch, rng, 99)   # past any ramp: the full share
+        x, lens, tgt, tgt_lens = next(source)
         train_step(tr, x, lens, tgt, tgt_lens)
         return int(lens.sum())
     return _throughput(cfg, timed(step, seconds), threads)
 
 
-def bench_wave(cfg, feats, targets, utts, seconds: float, threads: int) -> dict:
-    """``bench_training`` with the recipe's waveform augmentation (``augment.wave``) on: the
-    augmented share of the utterances is loaded, augmented and featurized in the loop."""
+def bench_wave(cfg, feats, targets, utts, seconds: float, threads: int, rounds: int = 3) -> dict:
+    """Training throughput without and with the recipe's waveform augmentation (``augment.wave``),
+    the augmented share loaded, augmented and featurized in the loop or in one loader worker
+    (``train.workers: 1``); the three interleaved over ``rounds`` rounds (machine drift hits
+    each alike), the median round of each."""
     from asr.augment import WaveAugmenter, babble_bank, rir_bank
     from asr.data import load_utterance_audio
     from asr.dataset import WaveAugmentedFeatures
@@ -171,7 +197,13 @@ def bench_wave(cfg, feats, targets, utts, seconds: float, threads: int) -> dict:
     rirs = rir_bank(small, seed=0)[0] if w.reverb_prob > 0 else []
     babble = babble_bank(lambda i: load_utterance_audio(utts[i]), len(utts), small, 0)[0]
     wave = WaveAugmentedFeatures(feats, utts, WaveAugmenter(w, rirs, babble), cfg.features, cfg.data.max_duration_s)
-    return bench_training(cfg, wave, targets, seconds, threads)
+    variants = {"training_2t": (feats, 0), "training_wave_2t": (wave, 0), "training_wave_2t_worker": (wave, 1)}
+    runs: dict[str, list[dict]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, (data, workers) in variants.items():
+            runs[name].append(bench_training(cfg, data, targets, seconds / rounds, threads, workers))
+    return {name: {**sorted(rs, key=lambda d: d["frames_per_s"])[len(rs) // 2], "rounds_frames_per_s":
+                   [d["frames_per_s"] for d in rs]} for name, rs in runs.items()}
 
 
 def bench_naive(cfg, utts, targets, seconds: float, threads: int) -> dict:
@@ -329,7 +361,7 @@ def markdown(r: dict) -> str:
         rows.append(("model-only bound, 2 threads", f"{r['model_bound']['audio_s_per_s']} audio s/s, "
                      f"{r['model_bound']['gflops']} GFLOP/s" if measured(r, "model_bound")
                      else f"skipped: {r['model_bound'].get('skipped')}"))
-    for k in ("training_1t", "training_2t", "training_wave_2t", "naive_2t"):
+    for k in ("training_1t", "training_2t", "training_wave_2t", "training_wave_2t_worker", "naive_2t"):
         if k in r:
             rows.append((k.replace("_", ", "), f"{r[k]['audio_s_per_s']} audio s/s, {r[k]['gflops']} GFLOP/s"
                          if measured(r, k) else f"skipped: {r[k].get('skipped')}"))
@@ -411,10 +443,9 @@ def main() -> None:
     if "training" in sections:
         r["training_1t"] = bench_training(cfg, feats, targets, args.seconds, 1) if can_train else skipped
         r["training_2t"] = bench_training(cfg, feats, targets, args.seconds, 2) if can_train else skipped
-    if "wave" in sections:
-        r["training_wave_2t"] = bench_wave(cfg, feats, targets, utts, args.seconds, 2) if can_train else skipped
-        if "training_2t" not in r and can_train:
-            r["training_2t"] = bench_training(cfg, feats, targets, args.seconds, 2)
+    if "wave" in sections:           # its own interleaved training_2t replaces the one above
+        r.update(bench_wave(cfg, feats, targets, utts, 3 * args.seconds, 2) if can_train else
+                 {"training_wave_2t": skipped})
     if "naive" in sections:
         r["naive_2t"] = bench_naive(cfg, utts, targets, args.seconds, 2) if can_train else skipped
     ratios = {}
@@ -425,6 +456,9 @@ def main() -> None:
     if measured(r, "training_2t") and measured(r, "training_wave_2t"):
         ratios["training with waveform augmentation / without"] = round(
             r["training_wave_2t"]["frames_per_s"] / r["training_2t"]["frames_per_s"], 3)
+    if measured(r, "training_2t") and measured(r, "training_wave_2t_worker"):
+        ratios["training with waveform augmentation in a loader worker / without"] = round(
+            r["training_wave_2t_worker"]["frames_per_s"] / r["training_2t"]["frames_per_s"], 3)
     if measured(r, "training_2t") and measured(r, "training_1t"):
         ratios["2 threads / 1 thread"] = round(r["training_2t"]["frames_per_s"] / r["training_1t"]["frames_per_s"], 2)
     if measured(r, "training_2t") and "gemm" in r:

@@ -158,7 +158,8 @@ def test_wave_augmented_training_features(tmp_path, wav_dir, rooms):
 
 
 def test_ramp_epochs_starts_clean_and_reaches_the_share(tmp_path, wav_dir, rooms):
-    """``ramp_epochs``: epoch 1 trains on the plain features, the share then grows linearly."""
+    """``ramp_epochs``: epoch 1 trains on the plain features, the share then grows linearly;
+    the epoch's draws say which utterances collate augments."""
     from dataclasses import replace
     from asr.batching import BatchIterator
     from asr.data import Utterance
@@ -170,10 +171,36 @@ def test_ramp_epochs_starts_clean_and_reaches_the_share(tmp_path, wav_dir, rooms
     assert [cfg.share(e) for e in range(4)] == [0.0, 0.4, 0.8, 0.8]
     utts = [Utterance("g", str(wav_dir / "good.wav"), 1.0, "one", "s")]
     cache = build_feature_cache(utts, FeatureConfig(), tmp_path / "c.pt", max_seconds=60)
-    plain = TrainingSet(cache["ids"], cache["feats"], [CharTokenizer().encode("one")], ["one"])
-    aug = with_wave_augmentation(plain, utts, A.WaveAugmenter(cfg, rooms), FeatureConfig(), 60.0)
+    n = 400
+    plain = TrainingSet([f"g{i}" for i in range(n)], cache["feats"] * n, [CharTokenizer().encode("one")] * n, ["one"] * n)
+    aug = with_wave_augmentation(plain, [replace(utts[0], id=f"g{i}") for i in range(n)], A.WaveAugmenter(cfg, rooms),
+                                 FeatureConfig(), 60.0)
     it = BatchIterator(aug.feats, aug.targets, 10_000, None, 0)
-    ref = BatchIterator(plain.feats, plain.targets, 10_000, None, 0).collate([0], it.batch_rng(0, 0), 0)[0]
-    changed = {e: sum(not torch.equal(it.collate([0], it.batch_rng(e, b), e)[0][:, : ref.shape[1]], ref)
-                      for b in range(40)) for e in (0, 1, 2)}
-    assert changed[0] == 0 and 6 <= changed[1] <= 26 and changed[2] >= 24 and changed[2] > changed[1]
+    shares = [sum(it.draws(e).wave) / n for e in range(3)]
+    assert shares[0] == 0 and 0.3 < shares[1] < 0.5 and 0.7 < shares[2] < 0.9
+    d = it.draws(2)
+    on, off = d.wave.index(True), d.wave.index(False)
+    ref = plain.feats[0].float()
+    for i, expect_changed in ((on, True), (off, False)):
+        x = it.collate([i], it.batch_rng(2, 0), 2)[0][0]
+        assert (x.shape != ref.shape or not torch.equal(x, ref)) == expect_changed
+
+
+def test_batches_are_made_on_the_lengths_the_draws_give(tmp_path, wav_dir, rooms):
+    """Speed and tempo are drawn with the epoch: a batch's padded length is its longest
+    utterance as drawn, and within max_frames."""
+    from asr.batching import BatchIterator
+    from asr.data import AugmentConfig
+
+    feats = [torch.zeros(50 + 3 * k, 80) for k in range(60)]
+    targets = [[1]] * 60
+    cfg = AugmentConfig(speed_factors=(0.8, 1.0, 1.25), freq_masks=0, time_masks=0, gain_db=0.0, warp_range=(1.0, 1.0))
+    it = BatchIterator(feats, targets, 1000, cfg, 3)
+    for e in range(3):
+        d = it.draws(e)
+        assert len(set(d.speed)) == 3 and d == it.draws(e)
+        for b, batch in enumerate(it.epoch(e)):
+            x, lens, *_ = it.collate(batch, it.batch_rng(e, b), e)
+            assert x.shape[0] * x.shape[1] <= 1000 + x.shape[0]          # rounding: a frame each
+            want = [round(feats[i].shape[0] / d.speed[i]) for i in batch]
+            assert lens.tolist() == want
