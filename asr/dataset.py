@@ -11,6 +11,7 @@ import torch
 
 from .audio import AudioError
 from .augment import WaveAugmenter
+from .batching import speed_perturb
 from .data import DataConfig, DataError, Utterance, load_utterance_audio, validate_utterances
 from .errors import Problem, report_problems
 from .features import FeatureConfig, FeatureExtractor, LazyFeatures, feature_lengths
@@ -122,7 +123,10 @@ class WaveAugmentedFeatures(Sequence):
             audio = load_utterance_audio(u, max_seconds=self.max_seconds)
         except AudioError:
             return self.base[i]              # unreadable now: the plain features (lazy ones re-raise)
-        return self._extractor(self.augmenter(audio, rng, u.id, rate)).to(torch.float16)
+        feats = self._extractor(self.augmenter(audio, rng, u.id, rate))
+        if rate != 1.0 and self.augmenter.cfg.tempo_domain == "features":
+            feats = speed_perturb(feats, rate)     # frames stretched: spectra (pitch) kept
+        return feats.to(torch.float16)
 
     def __getstate__(self):
         return {**self.__dict__, "_extractor": None}

@@ -141,6 +141,9 @@ def _throughput(cfg, frames_per_s: float, threads: int) -> dict:
             "frames_per_s": round(frames_per_s), "gflops": round(flops / 1e9, 1)}
 
 
+BENCH_EPOCH = 99       # the epoch whose draws the training sections use: past any augmentation ramp
+
+
 class _Collated(torch.utils.data.Dataset):
     """Batches of a plan, collated where the DataLoader puts them (a loader worker)."""
 
@@ -151,7 +154,7 @@ class _Collated(torch.utils.data.Dataset):
         return len(self.plan)
 
     def __getitem__(self, k):
-        return self.it.collate(self.plan[k], self.it.batch_rng(0, k), 99)     # 99: past any ramp
+        return self.it.collate(self.plan[k], self.it.batch_rng(0, k), BENCH_EPOCH)
 
 
 def _batches(it, plan, workers: int):
@@ -160,7 +163,7 @@ def _batches(it, plan, workers: int):
     if not workers:
         rng, k = random.Random(0), 0
         while True:
-            yield it.collate(plan[k % len(plan)], rng, 99)
+            yield it.collate(plan[k % len(plan)], rng, BENCH_EPOCH)
             k += 1
     while True:
         yield from torch.utils.data.DataLoader(_Collated(it, plan), batch_size=None, num_workers=workers,
@@ -172,7 +175,7 @@ def bench_training(cfg, feats, targets, seconds: float, threads: int, workers: i
     torch.set_num_threads(threads)
     tr = bench_trainer(cfg, _fake_set(8, 300, cfg.features.n_mels), threads)
     it = BatchIterator(feats, targets, cfg.train.max_batch_frames, cfg.augment, seed=0)
-    source = _batches(it, it.epoch(0), workers)
+    source = _batches(it, it.epoch(BENCH_EPOCH), workers)
 
     def step():
         x, lens, tgt, tgt_lens = next(source)

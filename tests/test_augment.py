@@ -204,3 +204,23 @@ def test_batches_are_made_on_the_lengths_the_draws_give(tmp_path, wav_dir, rooms
             assert x.shape[0] * x.shape[1] <= 1000 + x.shape[0]          # rounding: a frame each
             want = [round(feats[i].shape[0] / d.speed[i]) for i in batch]
             assert lens.tolist() == want
+
+
+@pytest.mark.parametrize("domain", ["features", "waveform"])
+def test_tempo_in_either_domain_changes_length_and_keeps_pitch(tmp_path, tone, domain):
+    """An augmented utterance's drawn tempo: 1.25x faster is 1/1.25 of the frames, with the
+    tone's mel band unchanged (pitch kept), whether the frames or the waveform are stretched."""
+    import soundfile as sf
+    from asr.data import Utterance
+    from asr.dataset import WaveAugmentedFeatures
+    from asr.features import FeatureConfig, FeatureExtractor
+
+    sf.write(tmp_path / "t.wav", tone(2.0, freq=1000.0), SR)
+    u = Utterance("t", str(tmp_path / "t.wav"), 2.0, "x", "s")
+    plain = FeatureExtractor(FeatureConfig())(tone(2.0, freq=1000.0))
+    cfg = A.WaveAugmentConfig(utterance_prob=1.0, tempo_prob=1.0, tempo_domain=domain, level_db_range=(0.0, 0.0))
+    w = WaveAugmentedFeatures([plain], [u], A.WaveAugmenter(cfg), FeatureConfig(), 60.0)
+    out = w.augmented(0, random.Random(0), 1.25).float()
+    assert abs(out.shape[0] - plain.shape[0] / 1.25) <= 3
+    mid = slice(out.shape[0] // 4, 3 * out.shape[0] // 4)
+    assert int(out[mid].mean(0).argmax()) == int(plain[plain.shape[0] // 4: 3 * plain.shape[0] // 4].mean(0).argmax())
