@@ -115,9 +115,9 @@ def _add_streaming(p: argparse.ArgumentParser) -> None:
     g.add_argument("--final-pass", choices=("stream", "full"), default="full",
                    help="full (default): each final result re-decodes its utterance with the whole bidirectional "
                    "model (two-pass: about offline accuracy, a few ms at the endpoint); stream: finals are the chunks'")
-    g.add_argument("--final-context", type=float, default=0.0, metavar="SECONDS",
+    g.add_argument("--final-context", type=float, default=3.0, metavar="SECONDS",
                    help="two-pass finals also run over this much audio before the utterance (the one a short "
-                   "pause ended), as left context")
+                   "pause ended), as left context; 0: each utterance alone")
 
 
 def _formats(allowed: tuple[str, ...]):

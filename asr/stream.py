@@ -70,7 +70,7 @@ class StreamConfig:
                                    # (0: each utterance by itself, as in training and offline)
     final_pass: Literal["stream", "full"] = "full"     # full: finals from the whole bidirectional
                                    # model over the utterance (two-pass), partials from the chunks
-    final_context_s: float = 0.0   # two-pass finals also run over this much of the stream's audio
+    final_context_s: float = 3.0   # two-pass finals also run over this much of the stream's audio
                                    # before the utterance (left context: a talker's pause that
                                    # ended an utterance does not leave its rest on its own)
     gate_db: float = 40.0          # output frames with no sound near them (this far under the loudest
