@@ -159,3 +159,19 @@ class BatchIterator:
         targets = torch.tensor([t for seq in tgt for t in seq], dtype=torch.long)
         tgt_lens = torch.tensor([len(t) for t in tgt], dtype=torch.long)
         return x, lens, targets, tgt_lens
+
+
+class PlanBatches(torch.utils.data.Dataset):
+    """Batches ``start..`` of an epoch ``plan``, each this rank's ``shard`` collated (in a loader
+    worker: ``train.workers``)."""
+
+    def __init__(self, batches: BatchIterator, shard, epoch: int, plan: list[list[int]], start: int):
+        self.batches, self.shard, self.epoch, self.plan, self.start = batches, shard, epoch, plan, start
+
+    def __len__(self) -> int:
+        return len(self.plan) - self.start
+
+    def __getitem__(self, k: int):
+        index = self.start + k
+        shard = self.shard(self.plan[index])
+        return self.batches.collate(shard, self.batches.batch_rng(self.epoch, index), self.epoch) if shard else None

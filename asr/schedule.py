@@ -33,3 +33,9 @@ class CosineSchedule:
 
     def __call__(self, step: int) -> float:
         return lr_lambda(step, self.warmup, self.total, self.final_ratio)
+
+
+def fitted_total(full_steps: int, done: int, left_s: float, step_s: float) -> int:
+    """The schedule's length when ``done`` steps are done, ``left_s`` of the budget is left and a
+    step takes ``step_s``: never past ``full_steps`` (the configured epochs)."""
+    return min(full_steps, done + max(0, int(left_s / max(step_s, 1e-9))))

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from .checkpoint import average_payloads, init_from_checkpoint, model_payload
 from .config import require, to_dict
-from .batching import BatchIterator
+from .batching import BatchIterator, PlanBatches
 from .dataset import TrainingSet, cmvn_sample
 from .errors import AsrError
 from .features import compute_cmvn
@@ -33,7 +33,7 @@ from .monitor import TrainMonitor
 from .plots import training_figure
 from .recognizer import Recognizer
 from .runtime import Amp, DeviceName, Runtime
-from .schedule import FIT_EVERY_STEPS, STEP_EMA, CosineSchedule
+from .schedule import FIT_EVERY_STEPS, STEP_EMA, CosineSchedule, fitted_total
 from .score import error_rates
 from .text import Tokenizer
 
@@ -285,18 +285,12 @@ def end_epoch(tr: Trainer, dev_set: TrainingSet) -> dict:
 
 
 def fit_schedule(tr: Trainer, step_s: float) -> None:
-    """``train.fit_to_budget``: end the cosine schedule where ``train.max_minutes`` runs out at
-    the recent pace of ``step_s`` per step (never past ``train.epochs``). Called every
-    FIT_EVERY_STEPS steps; ranks agree on the pace and the time spent (the mean of theirs)."""
-    tc, p = tr.cfg.train, tr.prog
-    step_s, spent = (v / tr.dist.world for v in tr.dist.sum([step_s, sum(h["time_s"] for h in p.history) + p.seconds]))
-    done = tr.sched.last_epoch
-    total = min(tr.full_steps, done + max(0, int((tc.max_minutes * 60 - spent) / max(step_s, 1e-9))))
-    sched = tr.sched.lr_lambdas[0]
-    if abs(total - sched.total) > 0.02 * sched.total:
-        log.debug("fit to the budget: %.2f s per step, %.0f s spent: the schedule ends at step %d (was %d)",
-                  step_s, spent, total, sched.total)
-    sched.total = total
+    """``train.fit_to_budget`` (every FIT_EVERY_STEPS steps): end the cosine schedule where
+    ``train.max_minutes`` runs out at the recent pace; ranks agree (the mean of theirs)."""
+    spent = sum(h["time_s"] for h in tr.prog.history) + tr.prog.seconds
+    step_s, spent = (v / tr.dist.world for v in tr.dist.sum([step_s, spent]))
+    tr.sched.lr_lambdas[0].total = fitted_total(tr.full_steps, tr.sched.last_epoch,
+                                                tr.cfg.train.max_minutes * 60 - spent, step_s)
 
 
 def evaluate(tr: Trainer, data: TrainingSet) -> dict:
@@ -484,22 +478,6 @@ def average_last_epochs(tr: Trainer, dev_set: TrainingSet) -> dict | None:
     return {"averaged_epochs": epochs, **rates, "chosen": chosen}
 
 
-class _PlanBatches(torch.utils.data.Dataset):
-    """Batches ``start..`` of an epoch plan, collated in loader workers."""
-
-    def __init__(self, tr: Trainer, plan: list[list[int]], start: int):
-        self.batches, self.dist, self.epoch = tr.batches, tr.dist, tr.prog.epoch
-        self.plan, self.start = plan, start
-
-    def __len__(self) -> int:
-        return len(self.plan) - self.start
-
-    def __getitem__(self, k: int):
-        index = self.start + k
-        shard = self.dist.shard(self.plan[index])
-        return self.batches.collate(shard, self.batches.batch_rng(self.epoch, index), self.epoch) if shard else None
-
-
 def epoch_batches(tr: Trainer, plan: list[list[int]]):
     """``(index, collated or False)`` for the rest of the epoch; with ``train.workers`` the
     batches are built ahead in worker processes (pinned memory for a GPU)."""
@@ -507,9 +485,7 @@ def epoch_batches(tr: Trainer, plan: list[list[int]]):
         yield from ((i, False) for i in range(tr.prog.batch, len(plan)))
         return
     loader = torch.utils.data.DataLoader(
-        _PlanBatches(tr, plan, tr.prog.batch), batch_size=None, shuffle=False,
+        PlanBatches(tr.batches, tr.dist.shard, tr.prog.epoch, plan, tr.prog.batch), batch_size=None, shuffle=False,
         num_workers=tr.cfg.train.workers, pin_memory=tr.device.type == "cuda",
         worker_init_fn=lambda _: torch.set_num_threads(1), prefetch_factor=4)
     yield from enumerate(loader, start=tr.prog.batch)
-
-
