@@ -58,7 +58,8 @@ def test_rerun_skips_finished_stages_and_refuses_changed_config(tiny_recipe):
     assert res.returncode == 0
     assert res.stderr.count("done, skipping") == 6
     changed = tmp / "changed.yaml"
-    changed.write_text(config.read_text().replace("epochs: 30", "epochs: 31"))
+    assert "epochs: 40" in config.read_text()
+    changed.write_text(config.read_text().replace("epochs: 40", "epochs: 41"))
     res = _run(changed, "--stage", "3")
     assert res.returncode == 2 and "stage 3 (train) finished with a different config" in res.stderr
     # a section the train stage does not read (decode) changes nothing upstream of decoding
