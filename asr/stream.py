@@ -48,10 +48,19 @@ PCM16_SCALE = 32768.0
 GATE_FLOOR_DBFS = -70.0         # feature-hop blocks quieter than this are never speech
 GATE_BEHIND_S, GATE_AHEAD_S = 0.1, 0.5   # speech this near a frame opens the gate for it
 GATE_MIN_AHEAD_S = 0.1          # a frame is not judged quiet on less audio after it than this
+GATE_MIN_RUN_S = 0.03           # sound is a run of blocks over the gate this long (a noise blip is not)
+GATE_MIN_SOUND_S = 0.05         # an utterance had sound once this much of its audio was over the gate
+                                # (a click is not a talker: no endpoint, and no final, after one)
 GATE_RECENT_S = 10.0            # the gate's view: the loudest and the noise floor of this much audio
 GATE_NOISE_MIN_S = 1.0          # the noise floor is estimated once this much audio was heard
 GATE_NOISE_PCT = 5              # noise floor: this percentile of the recent levels
 GATE_NOISE_MARGIN_DB = 6.0      # sound is this far above the noise floor (10 dB gated speech at 5 dB SNR)
+PASS_PAD_S = 0.3                # a second pass starts this long before the first sound it decodes
+PASS_MAX_GAP_S = 1.0            # ... and takes in earlier sound no pause this long separates from it
+LOOKBACK_MARGIN_FRAMES = 2      # a continuation's second pass keeps frames from this far after the
+                                # previous final's last unit (a pass with more context may move it)
+BLOCK_S = 0.02                  # input read in 20-ms blocks (a VoIP frame): a final waits for the
+                                # block that shows the end of speech, so blocks bound its latency
 MAX_WAV_CHUNK = 1 << 20         # bytes of a WAV header chunk before the data (LIST, fmt, ...)
 
 
@@ -126,6 +135,7 @@ class Streamer:
         self.history = torch.zeros(0, rec.feature_config.n_mels)   # features of earlier utterances
         self.levels = np.zeros(0)                 # dBFS of each 10-ms block since block ``level_base``
         self.level_base, self.ended, self.flushing = 0, False, False
+        self.free_from = 0                        # first stream output frame after the last final's units
         self.recent = np.zeros(0)                 # levels of the last GATE_RECENT_S (the gate's floor)
         self.floor = GATE_FLOOR_DBFS
         self.level_rest = np.zeros(0, np.float32)  # samples of the block not yet complete
@@ -173,18 +183,31 @@ class Streamer:
             floor = max(floor, float(np.percentile(self.recent, GATE_NOISE_PCT)) + GATE_NOISE_MARGIN_DB)
         return floor
 
+    def _sound(self) -> np.ndarray:
+        """(len(levels),) whether each level block is sound: in a run of GATE_MIN_RUN_S or more
+        over the gate's level (a run still growing at the end of what was heard counts once
+        it is that long)."""
+        over = np.concatenate([[0], (self.levels >= self.floor).astype(np.int8), [0]])
+        edges = np.diff(over)
+        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        out = np.zeros(self.levels.size, bool)
+        run = max(1, round(GATE_MIN_RUN_S * SAMPLE_RATE_HZ / self.rec.features.hop))
+        for a, b in zip(starts, ends):
+            out[a:b] = b - a >= run
+        return out
+
     def _quiet(self, first: int, n: int) -> np.ndarray:
         """(n,) whether output frames [first, first + n) of the utterance are under the gate: no
         block above it from GATE_BEHIND_S before the frame to GATE_AHEAD_S after it (CTC models
         fire before the sound: a word's first units come while it is still quiet). A window
         reaching past the audio heard so far is judged on what was heard, if that is at least
         GATE_MIN_AHEAD_S past the frame (else it is not quiet); finals judge again on all of it."""
-        s, floor = self.stack, self.floor
+        s = self.stack
         per_s = SAMPLE_RATE_HZ / self.rec.features.hop
         behind, ahead, least = (int(t * per_s) for t in (GATE_BEHIND_S, GATE_AHEAD_S, GATE_MIN_AHEAD_S))
         start = self.utt_start - self.level_base + first * s            # level index of the first frame
         heard = self.levels.size
-        loud = np.concatenate([[0], np.cumsum(self.levels >= floor)])  # loud blocks before each index
+        loud = np.concatenate([[0], np.cumsum(self._sound())])         # loud blocks before each index
         out = np.zeros(n, bool)
         for j in range(n):
             a, end = max(start + j * s - behind, 0), start + (j + 1) * s
@@ -291,34 +314,68 @@ class Streamer:
                     and self.trailing * self.frame_s >= self.cfg.endpoint_s))
 
     def _heard_end(self) -> bool:
-        """The level gate's endpoint: this utterance had sound, and the last endpoint_s of the
-        audio heard is under the gate. It does not wait for the model's blanks, which come early
+        """The level gate's endpoint: this utterance had sound (GATE_MIN_SOUND_S over the gate),
+        and the last endpoint_s of the audio heard is under the gate. It does not wait for the model's blanks, which come early
         and mid-word in a BiLSTM that fires before the sound (a final then would cut a word)."""
         if self.cfg.gate_db <= 0 or self.cfg.endpoint_s <= 0:
             return False
-        levels = self.levels[max(self.utt_start - self.level_base, 0):]
-        loud = np.flatnonzero(levels >= self.floor)
+        levels = self._sound()[max(self.utt_start - self.level_base, 0):]
+        loud = np.flatnonzero(levels)
         hop_s = self.rec.features.hop / SAMPLE_RATE_HZ
-        return bool(loud.size) and (levels.size - 1 - loud[-1]) * hop_s >= self.cfg.endpoint_s
+        return (loud.size * hop_s >= GATE_MIN_SOUND_S
+                and (levels.size - 1 - loud[-1]) * hop_s >= self.cfg.endpoint_s)
 
     def _final(self) -> list[StreamEvent]:
         if not self.done:
             return []
         hyp = self.decoder.end()
         seen = torch.cat(self.seen)
+        full = self.cfg.final_pass == "full" and self.speech
+        first, back = self._pass_span() if full else (0, 0)
         # the gate now knows more of what followed each frame than when its chunk was committed
-        raw = self._full_pass() if self.cfg.final_pass == "full" and self.speech else torch.cat(self.logp)
-        logp = self._gate(raw, 0)
+        raw = self._full_pass(first, back) if full else torch.cat(self.logp)
+        logp = self._gate(raw, -back)
         if not torch.equal(logp, seen):
             self.decoder.begin()
             self.decoder.step(logp)
             hyp = self.decoder.end()
-        words = align_words(logp, hyp.ids, self.rec.tokenizer.vocab, self.frame_s, self._t(0))
+        words = align_words(logp, hyp.ids, self.rec.tokenizer.vocab, self.frame_s, self._t(-back))
         if self.rec.calibration is not None:          # features of the model's own posteriors, as fitted
             self.rec.calibration.apply(words, raw)
-        event = StreamEvent("final", hyp.text, self._t(0), self._t(self.done), words)
+        if words:
+            self.free_from = round(words[-1].end / self.frame_s) + LOOKBACK_MARGIN_FRAMES
+        event = StreamEvent("final", hyp.text, self._t(-back) if words else self._t(0), self._t(self.done), words)
         self._restart()
         return [event] if hyp.text else []
+
+    def _pass_span(self) -> tuple[int, int]:
+        """(first, back): the second pass runs over output frames [first, done) of the utterance
+        (first < 0: audio before it) and its result keeps [-back, done). The input starts
+        PASS_PAD_S before the utterance's first sound, or before earlier sound within
+        final_context_s that no pause of PASS_MAX_GAP_S or more separates from it: the model
+        heard at most a short pad before speech in training, and fires a word's first units at
+        the start of a long quiet lead (the gate then blanks them). ``back``: frames after the
+        previous final's last unit, where a BiLSTM may fire the next word's first units before
+        the pause that ended that final."""
+        if self.cfg.gate_db <= 0:                      # no levels: the whole context
+            first = -(self._past(self.cfg.final_context_s).shape[0] // self.stack)
+            return first, max(0, min(self.utt_start // self.stack - self.free_from, -first))
+        per_s, s = SAMPLE_RATE_HZ / self.rec.features.hop, self.stack
+        u0 = self.utt_start - self.level_base                       # level index of frame 0
+        lo = max(u0 - self._past(self.cfg.final_context_s).shape[0], 0)
+        sound = np.flatnonzero(self._sound()[lo:]) + lo
+        if not sound.size or sound[-1] < u0:
+            return 0, 0
+        cur = int(sound[np.searchsorted(sound, u0)])                # the utterance's first sound
+        if cur >= u0 + self.done * self.stack:                      # (after its committed frames)
+            return 0, 0
+        for b in sound[sound < cur][::-1]:
+            if cur - b > PASS_MAX_GAP_S * per_s:
+                break
+            cur = int(b)
+        start = max(cur - int(PASS_PAD_S * per_s), lo)
+        first = max((start - u0) // s, -((u0 - lo) // s))
+        return first, max(0, min(self.utt_start // s - self.free_from, -first))
 
     def _past(self, seconds: float) -> torch.Tensor:
         """(T, F) features of the last ``seconds`` before this utterance (whole output frames)."""
@@ -326,21 +383,30 @@ class Streamer:
         return self.history[self.history.shape[0] - min(keep, self.history.shape[0] // self.stack * self.stack):]
 
     @torch.inference_mode()
-    def _full_pass(self) -> torch.Tensor:
-        """(done, V) log-probs of the utterance's committed frames from the whole bidirectional
-        model: the offline computation on the same features (utterance CMN over the utterance),
-        over ``final_context_s`` of the audio before it as well."""
-        ctx = self._past(self.cfg.final_context_s)
-        log_probs, out_lens = self.rec.forward([torch.cat([ctx, self.feats[: self.done * self.stack]])])
-        first = ctx.shape[0] // self.stack
-        return log_probs[0, first: int(out_lens[0])].float().cpu()
+    @torch.inference_mode()
+    def _full_pass(self, first: int = 0, back: int = 0) -> torch.Tensor:
+        """(back + done, V) log-probs of the utterance's committed frames (and the ``back``
+        frames before them) from the whole bidirectional model over output frames [first, done)
+        (first < 0: the stream's audio before the utterance; frames before a first > 0 are
+        blanks): the offline computation on the same features."""
+        s = self.stack
+        ctx = self.history[self.history.shape[0] + first * s:] if first < 0 else self.history[:0]
+        feats = self.feats[max(first, 0) * s: self.done * s]
+        log_probs, out_lens = self.rec.forward([torch.cat([ctx, feats])])
+        out = log_probs[0, max(-first - back, 0): int(out_lens[0])].float().cpu()
+        if first > 0:
+            blank = torch.full((first, out.shape[1]), -1e4)
+            blank[:, 0] = 0.0
+            out = torch.cat([blank, out])
+        return out
 
     def _restart(self) -> None:
         cut = self.done * self.stack
         self.utt_start += cut
         keep = int(max(self.cfg.cmn_history_s, self.cfg.final_context_s) * SAMPLE_RATE_HZ / self.rec.features.hop)
         self.history = torch.cat([self.history, self.feats[:cut]])[-keep:] if keep else self.history
-        drop = max(0, self.utt_start - self.level_base - int(GATE_BEHIND_S * SAMPLE_RATE_HZ / self.rec.features.hop))
+        keep_s = GATE_BEHIND_S + (self.cfg.final_context_s if self.cfg.final_pass == "full" else 0.0)
+        drop = max(0, self.utt_start - self.level_base - int(keep_s * SAMPLE_RATE_HZ / self.rec.features.hop))
         self.levels, self.level_base = self.levels[drop:], self.level_base + drop
         self._new_utterance(self.feats[cut:])
 
@@ -398,7 +464,7 @@ def wav_header(f: BinaryIO, name: str) -> tuple[int, int]:
 
 
 def pcm_blocks(f: BinaryIO, name: str, rate: int | None, channels: int = 1,
-               block_s: float = 0.1) -> Iterator[np.ndarray]:
+               block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """16 kHz mono float32 blocks from a byte stream: raw 16-bit PCM at ``rate`` Hz, or a WAV
     stream when ``rate`` is None (its header says the rate and channels)."""
     if rate is None:
@@ -431,7 +497,7 @@ def paced(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         yield x
 
 
-def file_blocks(path: str, block_s: float = 0.1) -> Iterator[np.ndarray]:
+def file_blocks(path: str, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
     """A file's 16 kHz mono samples in ``block_s`` pieces (as a microphone would deliver them)."""
     from .transcribe import stream_audio
 

@@ -36,34 +36,67 @@ BLOCK_S = 0.1
 GRID = ((4, 0), (4, 2), (8, 2), (8, 4), (6, 7), (4, 9), (2, 11), (16, 4), (24, 8))
 
 
+BACKGROUND_FRAMES = 8       # the quietest 10-ms frames of a recording are its background
+SPEECH_OVER_BACKGROUND_DB = 10.0
+
+
+def background(x: np.ndarray) -> np.ndarray:
+    """The quietest BACKGROUND_FRAMES 10-ms frames of ``x``, joined: the synthesizer's noise pad
+    (often under 0.1 s), if it has one."""
+    n = x.size // 160
+    order = np.argsort(frame_energy_db(x)[:n])[:BACKGROUND_FRAMES]
+    return x[: n * 160].reshape(n, 160)[np.sort(order)].reshape(-1)
+
+
 def speech_end_s(x: np.ndarray) -> float:
-    """Last 10-ms frame within 35 dB of the loudest: where the talker stops."""
+    """Where the talker stops: the last 10-ms frame within 35 dB of the loudest and
+    SPEECH_OVER_BACKGROUND_DB over the background (a noise pad after the words is not speech)."""
     db = frame_energy_db(x)
-    return float(np.flatnonzero(db >= db.max() - 35.0)[-1] + 1) * 0.010
+    bg = 10 * np.log10(np.mean(background(x).astype(np.float64) ** 2) + 1e-12)
+    return float(np.flatnonzero(db >= max(db.max() - 35.0, bg + SPEECH_OVER_BACKGROUND_DB))[-1] + 1) * 0.010
 
 
-def simulate(rec, x: np.ndarray, cfg: StreamConfig, decoder=None, tail_s: float = 0.0) -> dict:
-    """Stream ``x`` (+ ``tail_s`` of faint noise) on a simulated clock: block k arrives at
-    (k+1) * BLOCK_S, is processed when it has arrived and the previous block is done, and takes
-    the measured compute time. Returns events with their clock times and the compute total."""
-    rng = np.random.default_rng(0)
-    x = np.concatenate([x, (1e-4 * rng.standard_normal(int(tail_s * 16000))).astype(np.float32)])
+def like_background(x: np.ndarray, seconds: float, seed: int = 0) -> np.ndarray:
+    """``seconds`` of noise with the spectrum and level of ``x``'s background (at least faint
+    noise, -80 dBFS): what the microphone hears while the talker is silent."""
+    rng, n = np.random.default_rng(seed), int(seconds * 16000)
+    if n <= 0:
+        return np.zeros(0, np.float32)
+    bg = background(x).astype(np.float64)
+    power = float(np.mean(bg ** 2)) if bg.size else 0.0
+    if power < 1e-8:
+        return (1e-4 * rng.standard_normal(n)).astype(np.float32)
+    frames = bg[: bg.size // 160 * 160].reshape(-1, 160)       # its spectral envelope (Welch, 10-ms frames)
+    shape = np.sqrt(np.mean(np.abs(np.fft.rfft(frames * np.hanning(160), axis=1)) ** 2, 0))
+    white = np.fft.rfft(rng.standard_normal(n))
+    out = np.fft.irfft(white * np.interp(np.linspace(0, 1, white.size), np.linspace(0, 1, shape.size), shape), n)
+    return (out * np.sqrt(power / np.mean(out ** 2))).astype(np.float32)
+
+
+def simulate(rec, x: np.ndarray, cfg: StreamConfig, decoder=None, tail_s: float = 0.0,
+             block_s: float = BLOCK_S, lead_s: float = 0.0) -> dict:
+    """Stream ``x`` (after ``lead_s`` and before ``tail_s`` of its background: a microphone open
+    before and after the talker) on a simulated clock: block k (``block_s`` seconds of audio, as
+    a client sends them) arrives at (k+1) * block_s, is processed when it has arrived and the
+    previous block is done, and takes the measured compute time. Returns events with their
+    clock times (from the start of ``x``) and the compute total."""
+    x = np.concatenate([like_background(x, lead_s, 1), x, like_background(x, tail_s)])
     st = Streamer(rec, cfg, decoder)
-    step, clock, compute, events = int(BLOCK_S * 16000), 0.0, 0.0, []
-    for k, i in enumerate(range(0, x.size, step)):
+    step, clock, compute, events = int(block_s * 16000), 0.0, 0.0, []
+    for i in range(0, x.size, step):
         arrive = min(x.size, i + step) / 16000
         t0 = time.perf_counter()
         new = st.accept(x[i: i + step])
         dt = time.perf_counter() - t0
         clock, compute = max(clock, arrive) + dt, compute + dt
-        events += [(clock, e) for e in new]
+        events += [(clock - lead_s, e) for e in new]
     t0 = time.perf_counter()
     new = st.finish()
     dt = time.perf_counter() - t0
-    end_clock = max(clock, x.size / 16000) + dt
+    end_clock = max(clock, x.size / 16000) + dt - lead_s
     events += [(end_clock, e) for e in new]
     return {"events": events, "compute_s": compute + dt, "finish_s": dt, "audio_s": x.size / 16000,
-            "input_end": x.size / 16000, "end_clock": end_clock}
+            "input_end": x.size / 16000 - lead_s, "end_clock": end_clock}
 
 
 def stream_texts(rec, audio, cfg: StreamConfig, decoder_fn=None) -> tuple[dict, float]:
@@ -76,15 +109,15 @@ def stream_texts(rec, audio, cfg: StreamConfig, decoder_fn=None) -> tuple[dict, 
     return hyps, compute / total
 
 
-def latencies(rec, audio, cfg: StreamConfig) -> dict:
+def latencies(rec, audio, cfg: StreamConfig, block_s: float = BLOCK_S) -> dict:
     """p50/p95 (ms) of end of input -> final (push-to-talk), end of speech -> endpointed final,
     and the end of a word -> the first partial that contains it."""
     eos, endpoint, partial = [], [], []
     for x in audio.values():
-        r = simulate(rec, x, cfg)
+        r = simulate(rec, x, cfg, block_s=block_s)
         eos.append(r["end_clock"] - r["input_end"])
         speech_end = speech_end_s(x)
-        r = simulate(rec, x, cfg, tail_s=cfg.endpoint_s + 1.0)
+        r = simulate(rec, x, cfg, tail_s=cfg.endpoint_s + 1.0, block_s=block_s)
         finals = [t for t, e in r["events"] if e.kind == "final"]
         if finals:
             endpoint.append(finals[0] - speech_end)
@@ -98,14 +131,16 @@ def latencies(rec, audio, cfg: StreamConfig) -> dict:
         return {"p50_ms": round(1000 * float(np.percentile(v, 50))), "p95_ms": round(1000 * float(np.percentile(v, 95))),
                 "n": len(v)} if v else {}
     return {"end_of_input_to_final": pct(eos), "end_of_speech_to_endpointed_final": pct(endpoint),
-            "word_end_to_first_partial": pct(partial), "endpoint_s": cfg.endpoint_s}
+            "word_end_to_first_partial": pct(partial), "endpoint_s": cfg.endpoint_s, "block_ms": round(1000 * block_s)}
 
 
 STREAM_PARTS = ("curve", "latency", "two_pass", "endpoints")
 
 
-def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS) -> dict:
-    """WER vs latency, RTF and latencies of streaming on ``n`` utterances (one core)."""
+def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS, block_s: float = BLOCK_S,
+                 lead_s: float = 0.0) -> dict:
+    """WER vs latency, RTF and latencies of streaming on ``n`` utterances (one core); the
+    latencies and the endpoint sweep with ``block_s`` blocks."""
     torch.set_num_threads(1)
     utts = utts[:n]
     audio = {u.id: load_audio(u.audio) for u in utts}
@@ -113,7 +148,7 @@ def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS) -> d
     offline = {u.id: rec.decode_features([rec.features(x)])[0].text for u, x in zip(utts, audio.values())}
     out = {"utterances": len(utts), "frame_ms": round(1000 * rec.frame_s), "offline_greedy_wer": error_rates(refs, offline).wer}
     if "endpoints" in parts:
-        out["endpoints"] = endpoint_sweep(rec, dict(list(audio.items())[:min(100, len(audio))]), refs)
+        out["endpoints"] = endpoint_sweep(rec, dict(list(audio.items())[:min(100, len(audio))]), refs, block_s=block_s, lead_s=lead_s)
     if "curve" not in parts:
         return out
     curve = []
@@ -136,17 +171,18 @@ def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS) -> d
     default = StreamConfig(final_pass="stream")        # one pass; two_pass() below measures the default
     out["default"] = {"chunk": default.chunk_frames, "right": default.right_frames,
                       "latency_ms": round(1000 * default.latency_s(rec.frame_s))}
-    out["latency"] = latencies(rec, dict(list(audio.items())[:min(100, len(audio))]), default)
+    out["latency"] = latencies(rec, dict(list(audio.items())[:min(100, len(audio))]), default, block_s)
     int8 = replace(rec, model=quantize_int8(rec.model))
     _, out["rtf_1core_int8_default"] = stream_texts(int8, dict(list(audio.items())[:50]), replace(default, endpoint_s=0))
-    out["latency_int8"] = latencies(int8, dict(list(audio.items())[:min(100, len(audio))]), default)
+    out["latency_int8"] = latencies(int8, dict(list(audio.items())[:min(100, len(audio))]), default, block_s)
     out["two_pass"] = two_pass(rec, int8, audio, refs, default, lm_decoder_fn)
     return out
 
 
-def endpoint_sweep(rec, audio, refs, endpoints=(0.15, 0.2, 0.3, 0.5), context_s: float = 3.0) -> list[dict]:
+def endpoint_sweep(rec, audio, refs, endpoints=(0.15, 0.2, 0.3, 0.5), context_s: float = 3.0,
+                   block_s: float = BLOCK_S, lead_s: float = 0.0) -> list[dict]:
     """Streaming at the default chunking (one pass, two-pass, and two-pass with ``context_s`` of
-    left context), each utterance followed by silence: per endpoint, the WER of its finals
+    left context), each utterance after ``lead_s`` and before 1 s + endpoint of its background: per endpoint, the WER of its finals
     joined, how many utterances were cut into several finals, and end of speech (energy) -> the
     last final, p50/p95."""
     rows = []
@@ -155,13 +191,14 @@ def endpoint_sweep(rec, audio, refs, endpoints=(0.15, 0.2, 0.3, 0.5), context_s:
         cfg = StreamConfig(endpoint_s=endpoint, final_pass=final_pass, final_context_s=ctx)
         hyps, lat, split = {}, [], 0
         for uid, x in audio.items():
-            r = simulate(rec, x, cfg, tail_s=endpoint + 1.0)
+            r = simulate(rec, x, cfg, tail_s=endpoint + 1.0, block_s=block_s, lead_s=lead_s)
             finals = [(t, e) for t, e in r["events"] if e.kind == "final"]
             hyps[uid] = " ".join(e.text for _, e in finals)
             split += len(finals) > 1
             if finals:
                 lat.append(finals[-1][0] - speech_end_s(x))
-        rows.append({"final_pass": final_pass, "final_context_s": ctx, "endpoint_s": endpoint, "final_greedy_wer": error_rates({k: refs[k] for k in hyps}, hyps).wer,
+        rows.append({"final_pass": final_pass, "final_context_s": ctx, "endpoint_s": endpoint,
+                     "block_ms": round(1000 * block_s), "lead_s": lead_s, "final_greedy_wer": error_rates({k: refs[k] for k in hyps}, hyps).wer,
                      "utterances_split": split, "speech_end_to_final_p50_ms": round(1000 * float(np.percentile(lat, 50))),
                      "speech_end_to_final_p95_ms": round(1000 * float(np.percentile(lat, 95)))})
         print(f"[bench] stream endpoint sweep: {rows[-1]}", file=sys.stderr)

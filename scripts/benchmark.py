@@ -393,7 +393,7 @@ def live_sections(r: dict, cfg, model_path: Path, sections: set, args) -> None:
         d = resolved_decode(Recipe(cfg, RecipePaths.of(cfg), Runtime.create("cpu", "off", 1)), tuned=True) if lm else None
         r["stream"] = bench_live.bench_stream(rec, test, args.stream_utts,
                                               (lambda: rec.make_decoder(d, "beam_lm")) if lm else None,
-                                              args.stream_parts.split(","))
+                                              args.stream_parts.split(","), args.stream_block, args.stream_lead)
     if "serve" in sections:
         r["serve"] = bench_live.bench_serve(model_path, test, args.serve_streams, args.serve_seconds,
                                             args.serve_uploads, args.serve_args.split())
@@ -411,6 +411,10 @@ def main() -> None:
     p.add_argument("--stream-utts", type=int, default=200, help="test utterances streamed per setting")
     p.add_argument("--stream-parts", default="curve,latency,two_pass,endpoints",
                    help="of the stream section: curve (WER vs latency, then latency and two_pass) and/or endpoints")
+    p.add_argument("--stream-block", type=float, default=0.1,
+                   help="seconds of audio per block a streaming client sends (latencies, endpoint sweep)")
+    p.add_argument("--stream-lead", type=float, default=0.0,
+                   help="seconds of each test utterance's background streamed before it (a microphone already open)")
     p.add_argument("--serve-streams", type=int, default=16)
     p.add_argument("--serve-seconds", type=float, default=60.0)
     p.add_argument("--serve-uploads", type=int, default=100)
