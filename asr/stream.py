@@ -25,26 +25,25 @@ of milliseconds of compute at the endpoint.
 """
 from __future__ import annotations
 
-import struct
-import time
 from dataclasses import asdict, dataclass, field
-from typing import BinaryIO, Iterator, Literal
+from typing import Iterator, Literal
 
 import numpy as np
-import soxr
 import torch
-from scipy.signal import lfilter
+from scipy.signal import butter, lfilter, sosfilt
 
-from .audio import SAMPLE_RATE_HZ, AudioError, check_rate
+from .audio import SAMPLE_RATE_HZ, AudioError
 from .config import require
 from .decode import Decoder, GreedyDecoder
 from .features import StreamingFeatures
 from .recognizer import Recognizer
+from .stream_io import PCM16_SCALE, file_blocks, paced, pcm_blocks  # noqa: F401 (the readers, as before)
 from .transcribe import Word, align_words
 
+GATE_HIGHPASS_HZ = 100.0        # the gate's level meter ignores rumble (fans, traffic, handling) under speech
+GATE_HIGHPASS = butter(4, GATE_HIGHPASS_HZ, "highpass", fs=16000, output="sos")
 DC_POLE = 0.995                 # DC blocker y[n] = x[n] - x[n-1] + DC_POLE * y[n-1] (~13 Hz)
 SILENT_RESET_S = 5.0            # a stretch this long without speech is dropped (bounded memory)
-PCM16_SCALE = 32768.0
 GATE_FLOOR_DBFS = -70.0         # feature-hop blocks quieter than this are never speech
 GATE_BEHIND_S, GATE_AHEAD_S = 0.1, 0.5   # speech this near a frame opens the gate for it
 GATE_MIN_AHEAD_S = 0.1          # a frame is not judged quiet on less audio after it than this
@@ -57,11 +56,9 @@ GATE_NOISE_PCT = 5              # noise floor: this percentile of the recent lev
 GATE_NOISE_MARGIN_DB = 6.0      # sound is this far above the noise floor (10 dB gated speech at 5 dB SNR)
 PASS_PAD_S = 0.3                # a second pass starts this long before the first sound it decodes
 PASS_MAX_GAP_S = 1.0            # ... and takes in earlier sound no pause this long separates from it
-LOOKBACK_MARGIN_FRAMES = 2      # a continuation's second pass keeps frames from this far after the
-                                # previous final's last unit (a pass with more context may move it)
-BLOCK_S = 0.02                  # input read in 20-ms blocks (a VoIP frame): a final waits for the
-                                # block that shows the end of speech, so blocks bound its latency
-MAX_WAV_CHUNK = 1 << 20         # bytes of a WAV header chunk before the data (LIST, fmt, ...)
+LOOKBACK_MARGIN_FRAMES = 2      # a continuation's second pass keeps frames from the word boundary it
+                                # decodes near the previous final's last unit (from LOOKBACK_MARGIN_FRAMES
+                                # after that unit if it decodes none: a pass with more context moves it)
 
 
 @dataclass(frozen=True)
@@ -130,6 +127,7 @@ class Streamer:
         self.stack = rec.model.cfg.stack
         self.frames = StreamingFeatures(rec.features)
         self.zi = np.zeros(1)                     # DC blocker state
+        self.meter_zi = np.zeros((GATE_HIGHPASS.shape[0], 2))   # the level meter's high-pass state
         self.utt_start = 0                        # first feature frame of the utterance (stream index)
         self.samples_in = 0
         self.history = torch.zeros(0, rec.feature_config.n_mels)   # features of earlier utterances
@@ -163,8 +161,11 @@ class Streamer:
         return self._push(self.frames.accept(x), final=False)
 
     def _levels(self, x: np.ndarray) -> None:
-        """Append the levels (dBFS) of the feature-hop blocks ``x`` completes: the gate's view."""
-        buf = np.concatenate([self.level_rest, x])
+        """Append the levels (dBFS, over GATE_HIGHPASS_HZ) of the feature-hop blocks ``x``
+        completes: the gate's view."""
+        if x.size:
+            x, self.meter_zi = sosfilt(GATE_HIGHPASS, x, zi=self.meter_zi)
+        buf = np.concatenate([self.level_rest, x.astype(np.float32)])
         hop = self.rec.features.hop                  # one level per feature frame
         n = buf.size // hop
         if n:
@@ -334,7 +335,7 @@ class Streamer:
         first, back = self._pass_span() if full else (0, 0)
         # the gate now knows more of what followed each frame than when its chunk was committed
         raw = self._full_pass(first, back) if full else torch.cat(self.logp)
-        logp = self._gate(raw, -back)
+        logp = self._gate(self._after_previous(raw, back) if back else raw, -back)
         if not torch.equal(logp, seen):
             self.decoder.begin()
             self.decoder.step(logp)
@@ -343,10 +344,26 @@ class Streamer:
         if self.rec.calibration is not None:          # features of the model's own posteriors, as fitted
             self.rec.calibration.apply(words, raw)
         if words:
-            self.free_from = round(words[-1].end / self.frame_s) + LOOKBACK_MARGIN_FRAMES
-        event = StreamEvent("final", hyp.text, self._t(-back) if words else self._t(0), self._t(self.done), words)
+            self.free_from = round(words[-1].end / self.frame_s)
+        start = min(words[0].start, self._t(0)) if words else self._t(0)
+        event = StreamEvent("final", hyp.text, start, self._t(self.done), words)
         self._restart()
         return [event] if hyp.text else []
+
+    def _after_previous(self, raw: torch.Tensor, back: int) -> torch.Tensor:
+        """(back + done, V) ``raw`` with its frames up to the previous final's last word made
+        blanks: up to the word boundary (a space unit) this pass decodes near that word's last
+        unit, else up to LOOKBACK_MARGIN_FRAMES after it."""
+        prev = back - (self.utt_start // self.stack - self.free_from)      # raw index after that unit
+        keep = min(max(prev, 0) + LOOKBACK_MARGIN_FRAMES, back)
+        vocab = self.rec.tokenizer.vocab
+        if " " in vocab:
+            spaces = torch.nonzero(raw[max(prev - LOOKBACK_MARGIN_FRAMES, 0): back].argmax(-1) == vocab.index(" "))
+            keep = max(prev - LOOKBACK_MARGIN_FRAMES, 0) + int(spaces[0]) if spaces.numel() else keep
+        out = raw.clone()
+        out[:keep] = -1e4
+        out[:keep, 0] = 0.0
+        return out
 
     def _pass_span(self) -> tuple[int, int]:
         """(first, back): the second pass runs over output frames [first, done) of the utterance
@@ -359,7 +376,8 @@ class Streamer:
         the pause that ended that final."""
         if self.cfg.gate_db <= 0:                      # no levels: the whole context
             first = -(self._past(self.cfg.final_context_s).shape[0] // self.stack)
-            return first, max(0, min(self.utt_start // self.stack - self.free_from, -first))
+            back = self.utt_start // self.stack - self.free_from + LOOKBACK_MARGIN_FRAMES
+            return first, max(0, min(back, -first))
         per_s, s = SAMPLE_RATE_HZ / self.rec.features.hop, self.stack
         u0 = self.utt_start - self.level_base                       # level index of frame 0
         lo = max(u0 - self._past(self.cfg.final_context_s).shape[0], 0)
@@ -375,7 +393,7 @@ class Streamer:
             cur = int(b)
         start = max(cur - int(PASS_PAD_S * per_s), lo)
         first = max((start - u0) // s, -((u0 - lo) // s))
-        return first, max(0, min(self.utt_start // s - self.free_from, -first))
+        return first, max(0, min(self.utt_start // s - self.free_from + LOOKBACK_MARGIN_FRAMES, -first))
 
     def _past(self, seconds: float) -> torch.Tensor:
         """(T, F) features of the last ``seconds`` before this utterance (whole output frames)."""
@@ -422,89 +440,6 @@ def stream_file(rec: Recognizer, samples: np.ndarray, cfg: StreamConfig = Stream
     step = max(1, int(block_s * SAMPLE_RATE_HZ))
     events = [e for i in range(0, samples.size, step) for e in st.accept(samples[i: i + step])]
     return events + st.finish()
-
-
-# ---------------------------------------------------------------------- audio sources
-def read_exact(f: BinaryIO, n: int) -> bytes:
-    out = b""
-    while len(out) < n:
-        piece = f.read(n - len(out))
-        if not piece:
-            break
-        out += piece
-    return out
-
-
-def wav_header(f: BinaryIO, name: str) -> tuple[int, int]:
-    """Read a PCM16 WAV header from a pipe up to its data chunk: (rate, channels)."""
-    head = read_exact(f, 12)
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        raise AudioError(f"{name}: not a WAV stream (use --rate for raw 16-bit PCM)")
-    rate = channels = 0
-    while True:
-        chunk = read_exact(f, 8)
-        if len(chunk) < 8:
-            raise AudioError(f"{name}: WAV stream ends before its data chunk")
-        kind, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-        if kind == b"data":
-            if not rate:
-                raise AudioError(f"{name}: WAV data chunk before its fmt chunk")
-            return rate, channels
-        if size > MAX_WAV_CHUNK:
-            raise AudioError(f"{name}: WAV {kind!r} chunk of {size} bytes before the data (at most {MAX_WAV_CHUNK})")
-        body = read_exact(f, size + (size & 1))
-        if kind == b"fmt ":
-            if len(body) < 16:
-                raise AudioError(f"{name}: WAV fmt chunk of {len(body)} bytes (needs 16)")
-            fmt, channels, rate = struct.unpack("<HHI", body[:8])
-            bits = struct.unpack("<H", body[14:16])[0]
-            if fmt not in (1, 0xFFFE) or bits != 16 or channels < 1:
-                raise AudioError(f"{name}: streamed WAV must be 16-bit PCM with >= 1 channel "
-                                 f"(format {fmt}, {bits} bits, {channels} channels)")
-
-
-def pcm_blocks(f: BinaryIO, name: str, rate: int | None, channels: int = 1,
-               block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
-    """16 kHz mono float32 blocks from a byte stream: raw 16-bit PCM at ``rate`` Hz, or a WAV
-    stream when ``rate`` is None (its header says the rate and channels)."""
-    if rate is None:
-        rate, channels = wav_header(f, name)
-    check_rate(rate, name)
-    resampler = None if rate == SAMPLE_RATE_HZ else soxr.ResampleStream(rate, SAMPLE_RATE_HZ, 1, dtype="float32")
-    frame = 2 * channels
-    block = max(1, int(block_s * rate)) * frame
-    while True:
-        data = read_exact(f, block)
-        last = len(data) < block
-        data = data[: len(data) - len(data) % frame]          # a cut-off last sample is dropped
-        x = np.frombuffer(data, "<i2").astype(np.float32).reshape(-1, channels).mean(1) / PCM16_SCALE
-        if resampler is not None:
-            x = resampler.resample_chunk(x, last=last)
-        if x.size:
-            yield x.astype(np.float32, copy=False)
-        if last:
-            return
-
-
-def paced(blocks: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    """Yield blocks no faster than real time (a file played as if it were live)."""
-    start, sent = time.perf_counter(), 0
-    for x in blocks:
-        sent += x.size
-        ahead = sent / SAMPLE_RATE_HZ - (time.perf_counter() - start)
-        if ahead > 0:
-            time.sleep(ahead)
-        yield x
-
-
-def file_blocks(path: str, block_s: float = BLOCK_S) -> Iterator[np.ndarray]:
-    """A file's 16 kHz mono samples in ``block_s`` pieces (as a microphone would deliver them)."""
-    from .transcribe import stream_audio
-
-    step = max(1, int(block_s * SAMPLE_RATE_HZ))
-    for x in stream_audio(path):
-        for i in range(0, x.size, step):
-            yield x[i: i + step]
 
 
 def run_stream(streamer: Streamer, blocks: Iterator[np.ndarray]) -> Iterator[StreamEvent]:

@@ -36,16 +36,17 @@ BLOCK_S = 0.1
 GRID = ((4, 0), (4, 2), (8, 2), (8, 4), (6, 7), (4, 9), (2, 11), (16, 4), (24, 8))
 
 
-BACKGROUND_FRAMES = 8       # the quietest 10-ms frames of a recording are its background
+BACKGROUND_FRAMES = 5       # the quietest 50 ms of a recording is its background (pads can be that short)
 SPEECH_OVER_BACKGROUND_DB = 10.0
 
 
 def background(x: np.ndarray) -> np.ndarray:
-    """The quietest BACKGROUND_FRAMES 10-ms frames of ``x``, joined: the synthesizer's noise pad
-    (often under 0.1 s), if it has one."""
-    n = x.size // 160
-    order = np.argsort(frame_energy_db(x)[:n])[:BACKGROUND_FRAMES]
-    return x[: n * 160].reshape(n, 160)[np.sort(order)].reshape(-1)
+    """The quietest BACKGROUND_FRAMES contiguous 10-ms frames of ``x``: the synthesizer's noise
+    pad, if it has one."""
+    db = frame_energy_db(x)
+    power = np.convolve(10 ** (db / 10), np.ones(BACKGROUND_FRAMES), "valid")
+    k = int(np.argmin(power)) if power.size else 0
+    return x[k * 160: (k + BACKGROUND_FRAMES) * 160]
 
 
 def speech_end_s(x: np.ndarray) -> float:
@@ -57,20 +58,21 @@ def speech_end_s(x: np.ndarray) -> float:
 
 
 def like_background(x: np.ndarray, seconds: float, seed: int = 0) -> np.ndarray:
-    """``seconds`` of noise with the spectrum and level of ``x``'s background (at least faint
-    noise, -80 dBFS): what the microphone hears while the talker is silent."""
+    """``seconds`` of ``x``'s background (at least faint noise, -80 dBFS): what the microphone
+    hears while the talker is silent. Copies of the background, at random reversed and negated,
+    are overlapped and added with square-root Hann windows (its spectrum and level, no clicks)."""
     rng, n = np.random.default_rng(seed), int(seconds * 16000)
-    if n <= 0:
-        return np.zeros(0, np.float32)
     bg = background(x).astype(np.float64)
-    power = float(np.mean(bg ** 2)) if bg.size else 0.0
-    if power < 1e-8:
-        return (1e-4 * rng.standard_normal(n)).astype(np.float32)
-    frames = bg[: bg.size // 160 * 160].reshape(-1, 160)       # its spectral envelope (Welch, 10-ms frames)
-    shape = np.sqrt(np.mean(np.abs(np.fft.rfft(frames * np.hanning(160), axis=1)) ** 2, 0))
-    white = np.fft.rfft(rng.standard_normal(n))
-    out = np.fft.irfft(white * np.interp(np.linspace(0, 1, white.size), np.linspace(0, 1, shape.size), shape), n)
-    return (out * np.sqrt(power / np.mean(out ** 2))).astype(np.float32)
+    if n <= 0 or bg.size < 2:
+        return np.zeros(max(n, 0), np.float32)
+    if np.mean(bg ** 2) < 1e-8:
+        bg = 1e-4 * rng.standard_normal(bg.size)
+    win, hop = np.sqrt(np.hanning(bg.size + 1)[:-1]), bg.size // 2
+    out = np.zeros(n + 2 * bg.size)
+    for k in range(0, n + bg.size, hop):
+        piece = bg[::-1] if rng.integers(2) else bg
+        out[k: k + bg.size] += piece * win * rng.choice([-1.0, 1.0])
+    return out[hop: hop + n].astype(np.float32)
 
 
 def simulate(rec, x: np.ndarray, cfg: StreamConfig, decoder=None, tail_s: float = 0.0,

@@ -12,7 +12,7 @@ from asr.decode import BeamDecoder, DecodeConfig, GreedyDecoder
 from asr.features import FeatureConfig, FeatureExtractor, StreamingFeatures
 from asr.model import BiLSTMCTC, ModelConfig
 from asr.recognizer import Recognizer
-from asr.stream import StreamConfig, Streamer, pcm_blocks, stream_file
+from asr.stream import PASS_PAD_S, StreamConfig, Streamer, pcm_blocks, stream_file
 from asr.text import CharTokenizer
 
 
@@ -94,11 +94,11 @@ def test_two_pass_final_is_the_offline_result(cmn):
 
 
 class _Recording(Streamer):
-    """Keeps each final's second-pass log-probs and where its utterance started."""
+    """Keeps each final's second-pass log-probs, where its utterance started and its span."""
 
-    def _full_pass(self):
-        out = super()._full_pass()
-        self.passes = [*getattr(self, "passes", []), (self.utt_start, self.done, out)]
+    def _full_pass(self, first=0, back=0):
+        out = super()._full_pass(first, back)
+        self.passes = [*getattr(self, "passes", []), (self.utt_start, self.done, out, first, back)]
         return out
 
 
@@ -119,10 +119,46 @@ def test_final_context_decodes_an_utterance_after_the_one_before(cmn):
         st.finish()
         assert len(st.passes) >= 2                 # (then the quiet tail's, which has no words)
         got[ctx] = st.passes[1]
-    start, done, full = got[30.0]
-    ref = rec.emissions([feats[: start + done * 3]])[0][start // 3:]
+    start, done, full, first, back = got[30.0]
+    assert first == -start // 3                     # the first burst, under 1 s before, is context
+    ref = rec.emissions([feats[: start + done * 3]])[0][start // 3 - back:]
     assert full.shape == ref.shape and (full - ref).abs().max() < 1e-4
-    assert got[0.0][:2] == (start, done) and (got[0.0][2] - ref).abs().max() > 1e-3
+    start0, done0, full0, first0, back0 = got[0.0]
+    assert (start0, done0, back0) == (start, done, 0) and first0 >= 0
+    assert (full0[first0:] - ref[back + first0:]).abs().max() > 1e-3
+
+
+def test_second_pass_starts_a_short_pad_before_the_sound():
+    """A microphone open 2 s before the talker: the second pass runs from PASS_PAD_S before the
+    sound (as in training, where pads are short), not over the whole quiet lead, where this
+    kind of model fires a word's first units (and the gate then blanks them)."""
+    rec = _rec(True)
+    x = np.concatenate([1e-4 * _noise(2.0, 6), _noise(0.8, 7), 1e-4 * _noise(1.0, 8)]).astype(np.float32)
+    st = _Recording(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False))
+    for i in range(0, x.size, 320):
+        st.accept(x[i: i + 320])
+    st.finish()
+    start, done, full, first, back = st.passes[0]
+    assert start == 0 and back == 0
+    assert abs(first * 0.03 - (2.0 - PASS_PAD_S)) <= 0.03 + 1e-9
+    feats = rec.features(x)
+    ref = rec.emissions([feats[first * 3: done * 3]])[0]
+    assert full.shape[0] == done and (full[first:] - ref).abs().max() < 1e-4
+    assert bool((full[:first].argmax(-1) == 0).all())            # the lead itself: blanks
+
+
+def test_a_click_is_not_sound():
+    """One loud 10-ms block in faint noise neither ends an utterance nor un-gates words; a 0.2-s
+    burst at the same place does both."""
+    rec = _rec(True)
+    base = (1e-4 * _noise(2.5, 9)).astype(np.float32)
+    finals = {}
+    for name, n in (("click", 160), ("burst", 3200)):
+        x = base.copy()
+        x[8000: 8000 + n] = _noise(n / 16000, 10)[:n]
+        finals[name] = [e.text for e in stream_file(rec, x, StreamConfig(endpoint_s=0.2, dc_block=False))
+                        if e.kind == "final"]
+    assert finals["burst"] and finals["click"] == []
 
 
 def test_incremental_greedy_and_beam_match_batch_decoding():
@@ -153,6 +189,41 @@ class _Scripted(Streamer):
         for k in range(c + r):
             logp[k, self.rec.tokenizer.vocab.index("a") if (start + k) in self.script else 0] = 0.0
         return logp
+
+
+class _Firing(_Scripted):
+    """Second passes fire ``early`` units (frame -> unit; frame 19 ends the first word), before
+    the pause that ended the first utterance, but only once they have heard the word after it
+    (frames 40-49), as a BiLSTM fires early."""
+
+    def __init__(self, rec, cfg, speech_frames, early):
+        super().__init__(rec, cfg, speech_frames)
+        self.early = early
+
+    def _full_pass(self, first=0, back=0):
+        us = self.utt_start // self.stack
+        logp = torch.full((self.done - first, len(self.rec.tokenizer)), -20.0)
+        for k, f in enumerate(range(us + first, us + self.done)):
+            unit = "a" if f in self.script else self.early.get(f) if us + self.done > 40 else None
+            logp[k, self.rec.tokenizer.vocab.index(unit) if unit else 0] = 0.0
+        return logp[max(-first - back, 0):]
+
+
+@pytest.mark.parametrize("early", [{24: "b"}, {20: " ", 21: "b"}])
+def test_a_continuation_keeps_units_fired_before_the_pause(early):
+    """Units fired before the pause go to the next final, not lost and not twice: from the word
+    boundary this pass decodes (a space), else from LOOKBACK_MARGIN_FRAMES after the last unit."""
+    x = np.zeros(int(16000 * 3.0), np.float32)
+    x[4800:9600], x[19200:24000] = _noise(0.3), _noise(0.3, seed=2)     # words at 0.3-0.6 and 1.2-1.5 s
+    speech = set(range(10, 20)) | set(range(40, 50))
+    got = {}
+    for ctx in (3.0, 0.0):
+        st = _Firing(_rec(False), StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False,
+                                               final_context_s=ctx), speech, early)
+        events = [e for i in range(0, x.size, 320) for e in st.accept(x[i: i + 320])] + st.finish()
+        got[ctx] = [(e.text, e.start) for e in events if e.kind == "final"]
+    assert [t for t, _ in got[3.0]] == ["a", "ba"]
+    assert got[3.0][1][1] < got[0.0][1][1] and [t for t, _ in got[0.0]] == ["a", "a"]
 
 
 def test_endpoint_gives_finals_at_pauses_and_partials_between():
