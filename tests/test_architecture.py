@@ -19,7 +19,7 @@ LAYERS = [
     {"checkpoint", "results", "decode", "dataset", "corpora", "corpora.synth", "corpora.digits", "corpora.commands", "corpora.sentences",
      "corpora.real", "corpora.kaldi", "corpora.download", "corpora.robust"},
     {"transcribe", "recognizer", "lite", "export", "alignment"},
-    {"train", "stream", "package", "report", "adapt"},
+    {"train", "stream", "stream_io", "package", "report", "adapt"},
     {"serve"},
     {"recipe", "recipe_tune", "recipe_calibration", "corpora.stages"},
     {"cli", "cli_common", "cli_tools", "__init__", "__main__"},
