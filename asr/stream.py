@@ -133,7 +133,7 @@ class Streamer:
         self.history = torch.zeros(0, rec.feature_config.n_mels)   # features of earlier utterances
         self.levels = np.zeros(0)                 # dBFS of each 10-ms block since block ``level_base``
         self.level_base, self.ended, self.flushing = 0, False, False
-        self.free_from = 0                        # first stream output frame after the last final's units
+        self.free_from: int | None = None         # stream output frame after the last final's last word
         self.recent = np.zeros(0)                 # levels of the last GATE_RECENT_S (the gate's floor)
         self.floor = GATE_FLOOR_DBFS
         self.level_rest = np.zeros(0, np.float32)  # samples of the block not yet complete
@@ -315,9 +315,10 @@ class Streamer:
                     and self.trailing * self.frame_s >= self.cfg.endpoint_s))
 
     def _heard_end(self) -> bool:
-        """The level gate's endpoint: this utterance had sound (GATE_MIN_SOUND_S over the gate),
-        and the last endpoint_s of the audio heard is under the gate. It does not wait for the model's blanks, which come early
-        and mid-word in a BiLSTM that fires before the sound (a final then would cut a word)."""
+        """The level gate's endpoint: this utterance had sound (GATE_MIN_SOUND_S over the
+        gate), and the last endpoint_s of the audio heard is under the gate. It does not wait for
+        the model's blanks, which come early and mid-word in a BiLSTM that fires before the sound
+        (a final then would cut a word)."""
         if self.cfg.gate_db <= 0 or self.cfg.endpoint_s <= 0:
             return False
         levels = self._sound()[max(self.utt_start - self.level_base, 0):]
@@ -335,7 +336,7 @@ class Streamer:
         first, back = self._pass_span() if full else (0, 0)
         # the gate now knows more of what followed each frame than when its chunk was committed
         raw = self._full_pass(first, back) if full else torch.cat(self.logp)
-        logp = self._gate(self._after_previous(raw, back) if back else raw, -back)
+        logp = self._gate(self._after_previous(raw, back) if back and self.free_from is not None else raw, -back)
         if not torch.equal(logp, seen):
             self.decoder.begin()
             self.decoder.step(logp)
@@ -376,8 +377,7 @@ class Streamer:
         the pause that ended that final."""
         if self.cfg.gate_db <= 0:                      # no levels: the whole context
             first = -(self._past(self.cfg.final_context_s).shape[0] // self.stack)
-            back = self.utt_start // self.stack - self.free_from + LOOKBACK_MARGIN_FRAMES
-            return first, max(0, min(back, -first))
+            return first, self._back(first)
         per_s, s = SAMPLE_RATE_HZ / self.rec.features.hop, self.stack
         u0 = self.utt_start - self.level_base                       # level index of frame 0
         lo = max(u0 - self._past(self.cfg.final_context_s).shape[0], 0)
@@ -393,14 +393,21 @@ class Streamer:
             cur = int(b)
         start = max(cur - int(PASS_PAD_S * per_s), lo)
         first = max((start - u0) // s, -((u0 - lo) // s))
-        return first, max(0, min(self.utt_start // s - self.free_from + LOOKBACK_MARGIN_FRAMES, -first))
+        return first, self._back(first)
+
+    def _back(self, first: int) -> int:
+        """Frames before the utterance its final keeps: all the pass saw (-first) when no final
+        had words yet, else those after the previous final's last word (and a margin to search
+        for the word boundary)."""
+        if self.free_from is None:
+            return max(0, -first)
+        return max(0, min(self.utt_start // self.stack - self.free_from + LOOKBACK_MARGIN_FRAMES, -first))
 
     def _past(self, seconds: float) -> torch.Tensor:
         """(T, F) features of the last ``seconds`` before this utterance (whole output frames)."""
         keep = int(seconds * SAMPLE_RATE_HZ / self.rec.features.hop) // self.stack * self.stack
         return self.history[self.history.shape[0] - min(keep, self.history.shape[0] // self.stack * self.stack):]
 
-    @torch.inference_mode()
     @torch.inference_mode()
     def _full_pass(self, first: int = 0, back: int = 0) -> torch.Tensor:
         """(back + done, V) log-probs of the utterance's committed frames (and the ``back``
