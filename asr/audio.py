@@ -30,6 +30,19 @@ def resample(samples: np.ndarray, rate: int, target: int = SAMPLE_RATE_HZ) -> np
     return soxr.resample(samples, rate, target, quality="HQ").astype(np.float32, copy=False)
 
 
+class BlockResampler:
+    """Consecutive blocks at ``rate`` Hz -> float32 blocks at SAMPLE_RATE_HZ (soxr's stream
+    resampler, high quality; the identity at SAMPLE_RATE_HZ). ``last``: flush its delay line."""
+
+    def __init__(self, rate: int):
+        self.stream = None if rate == SAMPLE_RATE_HZ else \
+            soxr.ResampleStream(rate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
+
+    def __call__(self, x: np.ndarray, last: bool) -> np.ndarray:
+        y = x if self.stream is None else self.stream.resample_chunk(x, last=last)
+        return y.astype(np.float32, copy=False)
+
+
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """(N,) or (N, C) -> (N,) by averaging the live channels: a channel more than
     ``DEAD_CHANNEL_DB`` below the loudest (a dead or unplugged microphone) is left out, so it

@@ -7,9 +7,8 @@ import time
 from typing import BinaryIO, Iterator
 
 import numpy as np
-import soxr
 
-from .audio import SAMPLE_RATE_HZ, AudioError, check_rate
+from .audio import SAMPLE_RATE_HZ, AudioError, BlockResampler, check_rate
 
 PCM16_SCALE = 32768.0
 BLOCK_S = 0.02                  # input read in 20-ms blocks (a VoIP frame): a final waits for the
@@ -62,18 +61,16 @@ def pcm_blocks(f: BinaryIO, name: str, rate: int | None, channels: int = 1,
     if rate is None:
         rate, channels = wav_header(f, name)
     check_rate(rate, name)
-    resampler = None if rate == SAMPLE_RATE_HZ else soxr.ResampleStream(rate, SAMPLE_RATE_HZ, 1, dtype="float32")
+    resample = BlockResampler(rate)
     frame = 2 * channels
     block = max(1, int(block_s * rate)) * frame
     while True:
         data = read_exact(f, block)
         last = len(data) < block
         data = data[: len(data) - len(data) % frame]          # a cut-off last sample is dropped
-        x = np.frombuffer(data, "<i2").astype(np.float32).reshape(-1, channels).mean(1) / PCM16_SCALE
-        if resampler is not None:
-            x = resampler.resample_chunk(x, last=last)
+        x = resample(np.frombuffer(data, "<i2").astype(np.float32).reshape(-1, channels).mean(1) / PCM16_SCALE, last)
         if x.size:
-            yield x.astype(np.float32, copy=False)
+            yield x
         if last:
             return
 

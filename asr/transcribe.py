@@ -14,13 +14,13 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import soundfile as sf
-import soxr
 
 from .align import TokenSpan, forced_align, merge_tokens
 from .config import ConfigError
 from .errors import Problem
 from .text import WORD_START
-from .audio import SAMPLE_RATE_HZ, AudioError, check_audio, check_rate, check_samples, normalize_level, require_regular, to_mono
+from .audio import (SAMPLE_RATE_HZ, AudioError, BlockResampler, check_audio, check_rate, check_samples, normalize_level,
+                    require_regular, to_mono)
 
 READ_BLOCK_S = 10.0          # seconds read from disk at a time
 ENERGY_WIN_S = 0.025
@@ -91,8 +91,7 @@ def stream_audio(source: str | Path | np.ndarray, sample_rate: int | None = None
         if f.frames == 0:
             raise AudioError(f"{source}: audio is empty (0 samples)")
         check_rate(f.samplerate, str(source))
-        resampler = None if f.samplerate == SAMPLE_RATE_HZ else \
-            soxr.ResampleStream(f.samplerate, SAMPLE_RATE_HZ, 1, dtype="float32", quality="HQ")
+        resample = BlockResampler(f.samplerate)
         block = int(READ_BLOCK_S * f.samplerate)
         while True:
             try:
@@ -102,10 +101,9 @@ def stream_audio(source: str | Path | np.ndarray, sample_rate: int | None = None
             last = x.shape[0] < block
             x = to_mono(x)
             check_samples(x, str(source))
-            if resampler is not None:
-                x = resampler.resample_chunk(x, last=last)
+            x = resample(x, last)
             if x.size:
-                yield x.astype(np.float32, copy=False)
+                yield x
             if last:
                 return
 

@@ -3,9 +3,10 @@ partial latency, streaming RTF, and a load test of ``asr serve`` on loopback.
 
   stream   per (chunk, look-ahead) setting: greedy WER of streaming vs offline on the same test
            utterances (and beam+LM when the recipe has its LM files); streaming RTF on one core
-           (fp32 and int8); latencies on a simulated real-time clock (audio arrives in 100 ms
-           blocks, compute takes the measured time): end of input -> final, end of speech ->
-           endpointed final, and a word's end -> its first partial.
+           (fp32 and int8); latencies on a simulated real-time clock (audio arrives in
+           --stream-block blocks, 100 ms by default, after --stream-lead and before 1 s of the
+           recording's own background; compute takes the measured time): end of input -> final,
+           end of speech -> endpointed final, and a word's end -> its first partial.
   serve    ``asr serve`` in its own process; N concurrent real-time WebSocket streams (each:
            an utterance paced in real time, then EOS, then the next) for a bounded time, p50/p95
            of EOS -> final, errors; then a burst of uploads (answered or 503, none lost); the
@@ -184,9 +185,9 @@ def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS, bloc
 def endpoint_sweep(rec, audio, refs, endpoints=(0.15, 0.2, 0.3, 0.5), context_s: float = 3.0,
                    block_s: float = BLOCK_S, lead_s: float = 0.0) -> list[dict]:
     """Streaming at the default chunking (one pass, two-pass, and two-pass with ``context_s`` of
-    left context), each utterance after ``lead_s`` and before 1 s + endpoint of its background: per endpoint, the WER of its finals
-    joined, how many utterances were cut into several finals, and end of speech (energy) -> the
-    last final, p50/p95."""
+    left context), each utterance after ``lead_s`` and before 1 s + endpoint of its
+    background: per endpoint, the WER of its finals joined, how many utterances were cut into
+    several finals, and end of speech (energy) -> the last final, p50/p95."""
     rows = []
     variants = [("full", 0.0), ("full", context_s), ("stream", 0.0)]
     for (final_pass, ctx), endpoint in [(v, e) for v in variants for e in endpoints]:
