@@ -423,6 +423,8 @@ def main() -> None:
                    help="config override, e.g. --set model.layers=4 --set model.hidden=320")
     p.add_argument("--out", help="also write the JSON here")
     args = p.parse_args()
+    if args.stream_block < 0.001 or args.stream_lead < 0:
+        p.error(f"--stream-block must be >= 0.001 s and --stream-lead >= 0 (got {args.stream_block}, {args.stream_lead})")
     sections = set(args.sections.split(","))
     cfg = load_config(args.config, dict(parse_override(o) for o in args.set))
     model_path = Path(cfg.exp_dir) / "best.pt"
