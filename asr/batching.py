@@ -70,10 +70,21 @@ def spec_augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random) ->
     return feats
 
 
-def augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random, speed: float = 1.0) -> torch.Tensor:
-    """``speed`` perturbation (drawn with the epoch: :class:`EpochDraws`) and one random draw of
-    frequency warp, gain and SpecAugment for a (T, F) float32 utterance."""
-    feats = speed_perturb(feats, speed)
+def quiet_lead(feats: torch.Tensor, n: int, rng: random.Random) -> torch.Tensor:
+    """(T, F) -> (n + T, F): ``n`` frames of the utterance's own background before it, drawn
+    from its quietest tenth of frames (by mean log-mel) in random order."""
+    if n <= 0:
+        return feats
+    quiet = feats.mean(-1).argsort()[: max(1, feats.shape[0] // 10)].tolist()
+    return torch.cat([feats[[rng.choice(quiet) for _ in range(n)]], feats])
+
+
+def augment(feats: torch.Tensor, cfg: AugmentConfig, rng: random.Random, speed: float = 1.0,
+            lead: int = 0) -> torch.Tensor:
+    """``speed`` perturbation and a ``lead`` of background frames (drawn with the epoch:
+    :class:`EpochDraws`), then one random draw of frequency warp, gain and SpecAugment for a
+    (T, F) float32 utterance."""
+    feats = quiet_lead(speed_perturb(feats, speed), lead, rng)
     feats = freq_warp(feats, rng.uniform(*cfg.warp_range))
     if cfg.gain_db > 0:
         # a gain of g dB shifts log-power by g / 10 * ln(10)
@@ -91,10 +102,15 @@ class EpochDraws:
     speed: tuple[float, ...]
     wave: tuple[bool, ...]
     tempo: tuple[float, ...]
+    lead: tuple[int, ...] = ()         # background frames prepended (empty: none)
 
     def stretch(self, i: int) -> float:
-        """How much longer utterance ``i`` gets (> 1: longer)."""
+        """How much longer utterance ``i`` gets (> 1: longer), its lead not counted."""
         return 1.0 / (self.speed[i] * self.tempo[i])
+
+    def length(self, i: int, frames: int) -> int:
+        """Feature frames utterance ``i`` of ``frames`` frames has after the draws."""
+        return math.ceil(frames * self.stretch(i)) + (self.lead[i] if self.lead else 0)
 
 
 class BatchIterator:
@@ -121,14 +137,19 @@ class BatchIterator:
             for i in range(n):
                 wave[i] = rng.random() < share
                 tempo[i] = augmenter.draw_tempo(rng) if wave[i] else 1.0
-        self._draws = (epoch, EpochDraws(tuple(speed), tuple(wave), tuple(tempo)))
+        lead: tuple[int, ...] = ()
+        if cfg is not None and cfg.lead_prob > 0:     # its own stream: the other draws stay as they were
+            lrng = random.Random(f"{self.seed}-{epoch}-lead")
+            lead = tuple(lrng.randint(*cfg.lead_range_frames) if lrng.random() < cfg.lead_prob else 0
+                         for _ in range(n))
+        self._draws = (epoch, EpochDraws(tuple(speed), tuple(wave), tuple(tempo), lead))
         return self._draws[1]
 
     def epoch(self, epoch: int) -> list[list[int]]:
         """The batches (lists of indices) of one epoch, on the lengths its draws give the
         utterances; a pure function of seed and epoch."""
         d = self.draws(epoch)
-        lengths = [math.ceil(n * d.stretch(i)) for i, n in enumerate(self.lengths)]
+        lengths = [d.length(i, n) for i, n in enumerate(self.lengths)]
         batches = bucket_batches(lengths, self.max_frames, self.seed + epoch, noise=5)
         if self.sortagrad and epoch == 0:     # SortaGrad: shortest first, CTC leaves the all-blank plateau sooner
             batches.sort(key=lambda b: (max(lengths[i] for i in b), b))
@@ -153,7 +174,8 @@ class BatchIterator:
         if not feats:
             return None
         if self.augment_cfg is not None:
-            feats = [augment(f, self.augment_cfg, rng, d.speed[i]) for f, i in zip(feats, kept)]
+            feats = [augment(f, self.augment_cfg, rng, d.speed[i], d.lead[i] if d.lead else 0)
+                     for f, i in zip(feats, kept)]
         x, lens = pad_batch(feats)
         tgt = [self.targets[i] for i in kept]
         targets = torch.tensor([t for seq in tgt for t in seq], dtype=torch.long)

@@ -58,6 +58,11 @@ class AugmentConfig:
     time_mask_ratio: float = 0.05  # max width of one time mask, fraction of the utterance
     gain_db: float = 6.0           # random +- level shift (log-mel offset)
     warp_range: tuple[float, float] = (1.0, 1.0)  # VTLP-style mel-axis warp factor range
+    lead_prob: float = 0.0         # share of utterances that get a longer quiet lead: a streaming
+                                   # model then learns to fire a word's first units at the word,
+                                   # not at the first frame of its input
+    lead_range_frames: tuple[int, int] = (0, 100)   # feature frames of the utterance's own
+                                   # background prepended (10 ms each at the default hop)
     wave: WaveAugmentConfig = field(default_factory=WaveAugmentConfig)
 
     def check(self, where: str) -> None:
@@ -69,6 +74,9 @@ class AugmentConfig:
         require(self.freq_mask_width >= 0, f"{where}.freq_mask_width", "must be >= 0")
         require(0.7 <= self.warp_range[0] <= self.warp_range[1] <= 1.3, f"{where}.warp_range",
                  "must satisfy 0.7 <= low <= high <= 1.3")
+        require(0.0 <= self.lead_prob <= 1.0, f"{where}.lead_prob", "must be in [0, 1]")
+        require(0 <= self.lead_range_frames[0] <= self.lead_range_frames[1] <= 3000,
+                f"{where}.lead_range_frames", "must satisfy 0 <= low <= high <= 3000")
 
 
 class ManifestError(AsrError):

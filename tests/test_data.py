@@ -111,3 +111,36 @@ def test_oversample_repeats_matching_speakers_only():
     out = oversample(utts, {"kokoro:": 3, "flite:": 2})
     assert [u.id for u in out] == ["u0"] * 3 + ["u1"] + ["u2"] * 3 + ["u3"] * 2
     assert oversample(utts, {}) == utts
+
+
+def test_quiet_lead_is_planned_and_made_of_the_utterances_background():
+    # a loud utterance with a quiet stretch: the lead must be copies of the quiet frames, and the
+    # batch plan must count the lead (batches are made on the lengths they will have)
+    feats = []
+    for i in range(12):
+        f = torch.full((50 + i, 80), 5.0)
+        f[:8] = -7.0 - i                                   # its own background
+        feats.append(f)
+    targets = [[1, 2]] * 12
+    cfg = AugmentConfig(speed_factors=(1.0,), freq_masks=0, time_masks=0, gain_db=0.0,
+                        lead_prob=1.0, lead_range_frames=(20, 40))
+    it = BatchIterator(feats, targets, 10_000, cfg, seed=0)
+    d = it.draws(0)
+    assert all(20 <= n <= 40 for n in d.lead) and len(set(d.lead)) > 1
+    x, lens, *_ = it.collate(list(range(12)), it.batch_rng(0, 0), 0)
+    for i in range(12):
+        assert int(lens[i]) == d.length(i, feats[i].shape[0]) == feats[i].shape[0] + d.lead[i]
+        lead = x[i, : d.lead[i]]
+        assert torch.all(lead == -7.0 - i)                  # background, not speech
+        assert torch.equal(x[i, d.lead[i]: int(lens[i])], feats[i])
+    # off (the default): the draws other augmentation makes are the same as before
+    plain = BatchIterator(feats, targets, 10_000, AugmentConfig(), seed=0).draws(0)
+    withlead = BatchIterator(feats, targets, 10_000, AugmentConfig(lead_prob=0.5), seed=0).draws(0)
+    assert plain.lead == () and plain.speed == withlead.speed and any(withlead.lead)
+
+
+def test_lead_config_is_checked():
+    with pytest.raises(Exception, match="lead_range_frames"):
+        AugmentConfig(lead_range_frames=(50, 10)).check("augment")
+    with pytest.raises(Exception, match="lead_prob"):
+        AugmentConfig(lead_prob=1.5).check("augment")
