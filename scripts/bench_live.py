@@ -14,6 +14,7 @@ partial latency, streaming RTF, and a load test of ``asr serve`` on loopback.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -35,6 +36,17 @@ from asr.transcribe import frame_energy_db
 
 BLOCK_S = 0.1
 GRID = ((4, 0), (4, 2), (8, 2), (8, 4), (6, 7), (4, 9), (2, 11), (16, 4), (24, 8))
+
+
+def stream_grid(text: str) -> tuple[tuple[int, int], ...]:
+    """'4+9,2+11' -> ((4, 9), (2, 11)): chunk >= 1 and look-ahead >= 0 output frames."""
+    try:
+        grid = tuple((int(c), int(r)) for c, r in (item.split("+") for item in text.split(",")))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CHUNK+RIGHT[,CHUNK+RIGHT...], e.g. 4+9,2+11") from None
+    if not grid or any(c < 1 or r < 0 for c, r in grid):
+        raise argparse.ArgumentTypeError(f"{text!r}: each chunk must be >= 1 and each look-ahead >= 0")
+    return grid
 
 
 BACKGROUND_FRAMES = 5       # the quietest 50 ms of a recording is its background (pads can be that short)
@@ -102,11 +114,11 @@ def simulate(rec, x: np.ndarray, cfg: StreamConfig, decoder=None, tail_s: float 
             "input_end": x.size / 16000 - lead_s, "end_clock": end_clock}
 
 
-def stream_texts(rec, audio, cfg: StreamConfig, decoder_fn=None) -> tuple[dict, float]:
+def stream_texts(rec, audio, cfg: StreamConfig, decoder_fn=None, lead_s: float = 0.0) -> tuple[dict, float]:
     hyps, compute, total = {}, 0.0, 0.0
     decoder = decoder_fn() if decoder_fn else None        # built once (as asr serve's pool does), reset per stream
     for uid, x in audio.items():
-        r = simulate(rec, x, cfg, decoder)
+        r = simulate(rec, x, cfg, decoder, lead_s=lead_s)
         hyps[uid] = " ".join(e.text for _, e in r["events"] if e.kind == "final")
         compute, total = compute + r["compute_s"], total + r["audio_s"]
     return hyps, compute / total
@@ -141,9 +153,10 @@ STREAM_PARTS = ("curve", "latency", "two_pass", "endpoints")
 
 
 def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS, block_s: float = BLOCK_S,
-                 lead_s: float = 0.0) -> dict:
-    """WER vs latency, RTF and latencies of streaming on ``n`` utterances (one core); the
-    latencies and the endpoint sweep with ``block_s`` blocks."""
+                 lead_s: float = 0.0, grid=GRID) -> dict:
+    """WER vs latency (the (chunk, look-ahead) settings of ``grid``), RTF and latencies of
+    streaming on ``n`` utterances (one core); the latencies and the endpoint sweep with
+    ``block_s`` blocks; the curve and the endpoint sweep after ``lead_s`` of background."""
     torch.set_num_threads(1)
     utts = utts[:n]
     audio = {u.id: load_audio(u.audio) for u in utts}
@@ -155,14 +168,14 @@ def bench_stream(rec, utts, n: int, lm_decoder_fn=None, parts=STREAM_PARTS, bloc
     if "curve" not in parts:
         return out
     curve = []
-    for c, r in GRID:
+    for c, r in grid:
         cfg = StreamConfig(chunk_frames=c, right_frames=r, endpoint_s=0.0, final_pass="stream")   # the chunks' own text
-        hyps, rtf = stream_texts(rec, audio, cfg)
-        row = {"chunk": c, "right": r, "latency_ms": round(1000 * cfg.latency_s(rec.frame_s)),
+        hyps, rtf = stream_texts(rec, audio, cfg, lead_s=lead_s)
+        row = {"chunk": c, "right": r, "lead_s": lead_s, "latency_ms": round(1000 * cfg.latency_s(rec.frame_s)),
                "greedy_wer": error_rates(refs, hyps).wer, "rtf_1core_fp32": round(rtf, 4)}
         row["wer_ratio"] = round(row["greedy_wer"] / max(out["offline_greedy_wer"], 1e-9), 2)
         if lm_decoder_fn is not None and r >= 4:          # the settings near and under 400 ms
-            lm_hyps, _ = stream_texts(rec, audio, cfg, lm_decoder_fn)
+            lm_hyps, _ = stream_texts(rec, audio, cfg, lm_decoder_fn, lead_s)
             row["beam_lm_wer"] = error_rates(refs, lm_hyps).wer
         curve.append(row)
         print(f"[bench] stream C={c} R={r}: {row}", file=sys.stderr)

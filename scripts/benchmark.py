@@ -53,6 +53,7 @@ from asr.results import code_version  # noqa: E402
 from asr.runtime import Runtime, precision_name, resolve_amp  # noqa: E402
 from asr.text import CharTokenizer  # noqa: E402
 from asr.train import make_trainer, train_step  # noqa: E402
+from bench_live import GRID, stream_grid  # noqa: E402
 
 NO_BF16 = "no native bf16"     # train.amp=bf16 on a CPU without AMX / AVX512-BF16: refused by asr
 
@@ -393,7 +394,8 @@ def live_sections(r: dict, cfg, model_path: Path, sections: set, args) -> None:
         d = resolved_decode(Recipe(cfg, RecipePaths.of(cfg), Runtime.create("cpu", "off", 1)), tuned=True) if lm else None
         r["stream"] = bench_live.bench_stream(rec, test, args.stream_utts,
                                               (lambda: rec.make_decoder(d, "beam_lm")) if lm else None,
-                                              args.stream_parts.split(","), args.stream_block, args.stream_lead)
+                                              args.stream_parts.split(","), args.stream_block, args.stream_lead,
+                                              args.stream_grid or GRID)
     if "serve" in sections:
         r["serve"] = bench_live.bench_serve(model_path, test, args.serve_streams, args.serve_seconds,
                                             args.serve_uploads, args.serve_args.split())
@@ -415,6 +417,8 @@ def main() -> None:
                    help="seconds of audio per block a streaming client sends (latencies, endpoint sweep)")
     p.add_argument("--stream-lead", type=float, default=0.0,
                    help="seconds of each test utterance's background streamed before it (a microphone already open)")
+    p.add_argument("--stream-grid", type=stream_grid, default=None, metavar="C+R,...",
+                   help="(chunk, look-ahead) settings of the WER-vs-latency curve, e.g. 4+9,2+11 (default: all)")
     p.add_argument("--serve-streams", type=int, default=16)
     p.add_argument("--serve-seconds", type=float, default=60.0)
     p.add_argument("--serve-uploads", type=int, default=100)

@@ -2,6 +2,7 @@
 endpointing and the byte-stream readers."""
 import io
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -348,3 +349,12 @@ def test_chunk_aware_training_network_is_what_streaming_computes(chunk, right, c
         assert (got - logp[k, : out_lens[k]]).abs().max() < 1e-4
     logp[0].sum().backward()                              # it trains: gradients reach the first layer
     assert rec.model.layers[0].bwd.weight_ih_l0.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("grid, why", [("4+x", "expected CHUNK+RIGHT"), ("0+3", "each chunk must be >= 1")])
+def test_benchmark_stream_grid_is_checked(grid, why):
+    import subprocess
+    import sys
+    res = subprocess.run([sys.executable, "scripts/benchmark.py", "--sections", "stream", "--stream-grid", grid],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert res.returncode == 2 and "--stream-grid" in res.stderr and why in res.stderr
