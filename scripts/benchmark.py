@@ -412,7 +412,8 @@ def main() -> None:
     p.add_argument("--export-files", type=int, default=60, help="~2 s test files per export variant")
     p.add_argument("--stream-utts", type=int, default=200, help="test utterances streamed per setting")
     p.add_argument("--stream-parts", default="curve,latency,two_pass,endpoints",
-                   help="of the stream section: curve (WER vs latency, then latency and two_pass) and/or endpoints")
+                   help="of the stream section: curve (WER vs latency; latency and two_pass run after it) "
+                        "and/or endpoints")
     p.add_argument("--stream-block", type=float, default=0.1,
                    help="seconds of audio per block a streaming client sends (latencies, endpoint sweep)")
     p.add_argument("--stream-lead", type=float, default=0.0,
