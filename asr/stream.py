@@ -56,6 +56,7 @@ GATE_NOISE_PCT = 5              # noise floor: this percentile of the recent lev
 GATE_NOISE_MARGIN_DB = 6.0      # sound is this far above the noise floor (10 dB gated speech at 5 dB SNR)
 PASS_PAD_S = 0.3                # a second pass starts this long before the first sound it decodes
 PASS_MAX_GAP_S = 1.0            # ... and takes in earlier sound no pause this long separates from it
+ONSET_PAD_S = 0.15              # the chunks start this long before an utterance's first sound
 LOOKBACK_MARGIN_FRAMES = 2      # a continuation's second pass keeps frames from the word boundary it
                                 # decodes near the previous final's last unit (from LOOKBACK_MARGIN_FRAMES
                                 # after that unit if it decodes none: a pass with more context moves it)
@@ -82,6 +83,10 @@ class StreamConfig:
     gate_db: float = 40.0          # output frames with no sound near them (this far under the loudest
                                    # recent audio, within a margin of the noise floor or under
                                    # GATE_FLOOR_DBFS) are decoded as blank: no words from silence (0: off)
+    start_at_sound: bool = True    # with the gate, once it knows the noise floor: the chunks start
+                                   # ONSET_PAD_S before an utterance's first sound, not at the end of
+                                   # the previous one (these models fire a word's first units at the
+                                   # first frame of their input, as their training pads were short)
 
     def check(self, where: str = "stream") -> None:
         require(self.chunk_frames >= 1, f"{where}.chunk_frames", "must be >= 1")
@@ -146,6 +151,7 @@ class Streamer:
         self.logp: list[torch.Tensor] = []        # committed (c, V) log-probs
         self.seen: list[torch.Tensor] = []        # the same through the gate: what the decoder got
         self.speech, self.trailing = False, 0
+        self.sounded = False                      # this utterance had sound (start_at_sound)
         self.last_partial = ""
         self.decoder.begin()
 
@@ -250,6 +256,8 @@ class Streamer:
         self.feats = torch.cat([self.feats, new]) if new.shape[0] else self.feats
         events: list[StreamEvent] = []
         c_max, r_max = self.cfg.chunk_frames, self.cfg.right_frames
+        if not final and self._before_sound():
+            return events
         flush = final or self._heard_end()              # no more look-ahead will come for these frames
         while True:
             remaining = self.feats.shape[0] // self.stack - self.done
@@ -269,6 +277,25 @@ class Streamer:
             self.last_partial = hyp.text
             events.append(StreamEvent("partial", hyp.text, self._t(0), self._t(self.done)))
         return events
+
+    def _before_sound(self) -> bool:
+        """start_at_sound: True while the utterance has had no sound (its chunks wait); its
+        audio before ONSET_PAD_S ahead of the first sound (or of now) is dropped into the
+        history (context for CMN and two-pass finals), as a final would. Before the gate knows
+        the noise floor (the stream's first GATE_NOISE_MIN_S) nothing is dropped or held."""
+        hop = self.rec.features.hop
+        if (self.sounded or not self.cfg.start_at_sound or self.cfg.gate_db <= 0
+                or (self.level_base + self.levels.size) * hop < GATE_NOISE_MIN_S * SAMPLE_RATE_HZ):
+            return False
+        u0 = max(self.utt_start - self.level_base, 0)
+        sound = np.flatnonzero(self._sound()[u0:])
+        start = int(sound[0]) if sound.size else self.levels.size - u0       # utterance level index
+        cut = min((start - int(ONSET_PAD_S * SAMPLE_RATE_HZ / hop)) // self.stack, self.feats.shape[0] // self.stack)
+        if cut > 0:
+            self.done = cut                     # dropped as if decoded: nothing of it was said
+            self._restart()
+        self.sounded = bool(sound.size)
+        return not self.sounded
 
     @torch.inference_mode()
     def _forward(self, c: int, r: int) -> torch.Tensor:

@@ -2,6 +2,7 @@
 endpointing and the byte-stream readers."""
 import io
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from asr.decode import BeamDecoder, DecodeConfig, GreedyDecoder
 from asr.features import FeatureConfig, FeatureExtractor, StreamingFeatures
 from asr.model import BiLSTMCTC, ModelConfig
 from asr.recognizer import Recognizer
-from asr.stream import PASS_PAD_S, StreamConfig, Streamer, pcm_blocks, stream_file
+from asr.stream import ONSET_PAD_S, PASS_PAD_S, StreamConfig, Streamer, pcm_blocks, stream_file
 from asr.text import CharTokenizer
 
 
@@ -29,7 +30,9 @@ def _rec(utterance_cmn: bool) -> Recognizer:
 
 
 def _committed(rec: Recognizer, x: np.ndarray, cfg: StreamConfig, block: int) -> torch.Tensor:
-    st = Streamer(rec, cfg)
+    """Every committed frame's log-probs: the chunk machinery on steady noise (which the gate
+    judges no sound once it knows the noise floor, so the chunks do not wait for sound here)."""
+    st = Streamer(rec, replace(cfg, start_at_sound=False))
     for i in range(0, x.size, block):
         st.accept(x[i: i + block])
     st._push(st.frames.finish(), final=True)
@@ -129,23 +132,33 @@ def test_final_context_decodes_an_utterance_after_the_one_before(cmn):
     assert (full0[first0:] - ref[back + first0:]).abs().max() > 1e-3
 
 
-def test_second_pass_starts_a_short_pad_before_the_sound():
+@pytest.mark.parametrize("at_sound", [True, False])
+def test_second_pass_starts_a_short_pad_before_the_sound(at_sound):
     """A microphone open 2 s before the talker: the second pass runs from PASS_PAD_S before the
     sound (as in training, where pads are short), not over the whole quiet lead, where this
-    kind of model fires a word's first units (and the gate then blanks them)."""
+    kind of model fires a word's first units (and the gate then blanks them). With
+    start_at_sound the chunks too start only ONSET_PAD_S before the sound (the lead before it
+    goes to the history, where the second pass still finds its pad)."""
     rec = _rec(True)
     x = np.concatenate([1e-4 * _noise(2.0, 6), _noise(0.8, 7), 1e-4 * _noise(1.0, 8)]).astype(np.float32)
-    st = _Recording(rec, StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False))
+    cfg = StreamConfig(chunk_frames=4, right_frames=2, endpoint_s=0.3, dc_block=False, start_at_sound=at_sound)
+    st = _Recording(rec, cfg)
     for i in range(0, x.size, 320):
         st.accept(x[i: i + 320])
     st.finish()
     start, done, full, first, back = st.passes[0]
-    assert start == 0 and back == 0
-    assert abs(first * 0.03 - (2.0 - PASS_PAD_S)) <= 0.03 + 1e-9
     feats = rec.features(x)
-    ref = rec.emissions([feats[first * 3: done * 3]])[0]
-    assert full.shape[0] == done and (full[first:] - ref).abs().max() < 1e-4
-    assert bool((full[:first].argmax(-1) == 0).all())            # the lead itself: blanks
+    assert abs((start + first * 3) / 100 - (2.0 - PASS_PAD_S)) <= 0.03 + 1e-9
+    if at_sound:
+        assert abs(start / 100 - (2.0 - ONSET_PAD_S)) <= 0.03 + 1e-9
+        assert first < 0 and back == -first
+        ref = rec.emissions([feats[start + first * 3: start + done * 3]])[0]
+        assert full.shape[0] == back + done and (full - ref).abs().max() < 1e-4
+    else:
+        assert start == 0 and back == 0
+        ref = rec.emissions([feats[first * 3: done * 3]])[0]
+        assert full.shape[0] == done and (full[first:] - ref).abs().max() < 1e-4
+        assert bool((full[:first].argmax(-1) == 0).all())        # the lead itself: blanks
 
 
 def test_a_click_is_not_sound():
