@@ -15,7 +15,9 @@ after speech). An utterance ends when the audio has been under the gate for ``en
 after sound (without the gate: after ``endpoint_s`` of the model's blanks), when it reaches
 ``max_utterance_s``, or at the end of the input; its final result carries word times and
 confidence from forced alignment of the decoded units. After a final everything restarts from
-the committed frame, as the offline transcriber decodes each segment on its own.
+the committed frame, as the offline transcriber decodes each segment on its own; with
+``start_at_sound`` the chunks then wait for the next sound and start a short pad before it
+(quiet that long before a word is what the models saw in training).
 
 With ``final_pass: full`` (the default) the final result is a second pass (as two-pass systems
 do, e.g. WeNet's rescoring): the utterance's features run once through the whole bidirectional
