@@ -365,9 +365,12 @@ def test_chunk_aware_training_network_is_what_streaming_computes(chunk, right, c
 
 
 @pytest.mark.parametrize("grid, why", [("4+x", "expected CHUNK+RIGHT"), ("0+3", "each chunk must be >= 1")])
-def test_benchmark_stream_grid_is_checked(grid, why):
-    import subprocess
+def test_benchmark_stream_grid_is_checked(grid, why, monkeypatch):
+    import argparse
+    import re
     import sys
-    res = subprocess.run([sys.executable, "scripts/benchmark.py", "--sections", "stream", "--stream-grid", grid],
-                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
-    assert res.returncode == 2 and "--stream-grid" in res.stderr and why in res.stderr
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    from bench_live import stream_grid
+    assert stream_grid("4+9,2+11") == ((4, 9), (2, 11))
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(why)):
+        stream_grid(grid)
