@@ -58,7 +58,9 @@ GATE_NOISE_PCT = 5              # noise floor: this percentile of the recent lev
 GATE_NOISE_MARGIN_DB = 6.0      # sound is this far above the noise floor (10 dB gated speech at 5 dB SNR)
 PASS_PAD_S = 0.3                # a second pass starts this long before the first sound it decodes
 PASS_MAX_GAP_S = 1.0            # ... and takes in earlier sound no pause this long separates from it
-ONSET_PAD_S = 0.15              # the chunks start this long before an utterance's first sound
+ONSET_PAD_S = 0.09              # the chunks start this long before an utterance's first sound (the
+                                # shortest pads of training are 0.05 s; 0.06-0.09 s gave the fewest
+                                # first-word errors, 0 and 0.3 s 2-3x more: recipes/digits/RESULTS.md)
 LOOKBACK_MARGIN_FRAMES = 2      # a continuation's second pass keeps frames from the word boundary it
                                 # decodes near the previous final's last unit (from LOOKBACK_MARGIN_FRAMES
                                 # after that unit if it decodes none: a pass with more context moves it)
