@@ -121,7 +121,7 @@ def cmd_serve(args) -> int:
     cfg = ServeConfig(workers=args.workers, queue=args.queue, max_streams=args.max_streams,
                       max_upload_mb=args.max_upload_mb, max_stream_s=args.max_stream_s,
                       idle_timeout_s=args.idle_timeout, method=decode.method, decode=decode,
-                      stream=_stream_config(args))
+                      stream=_stream_config(args, rec))
     serve(rec, cfg, args.host, args.port)
     return 0
 

@@ -96,17 +96,25 @@ def _decoder(args, rec):
     return rec.make_decoder(_decode_config(args, rec.tokenizer))
 
 
-def _stream_config(args):
-    from .stream import StreamConfig
+def _stream_config(args, rec):
+    """Streaming options; chunk and look-ahead not given: those the model was trained
+    chunk-aware with (its checkpoint says), else the StreamConfig defaults."""
+    from .stream import StreamConfig, trained_chunking
 
-    return StreamConfig(chunk_frames=args.chunk, right_frames=args.right, endpoint_s=args.endpoint,
-                        final_pass=args.final_pass, gate_db=args.gate_db, final_context_s=args.final_context)
+    chunk, right = trained_chunking(rec) or (StreamConfig.chunk_frames, StreamConfig.right_frames)
+    cfg = StreamConfig(chunk_frames=chunk if args.chunk is None else args.chunk,
+                       right_frames=right if args.right is None else args.right, endpoint_s=args.endpoint,
+                       final_pass=args.final_pass, gate_db=args.gate_db, final_context_s=args.final_context)
+    cfg.check("streaming options")
+    return cfg
 
 
 def _add_streaming(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("streaming")
-    g.add_argument("--chunk", type=int, default=8, help="output frames per chunk")
-    g.add_argument("--right", type=int, default=4, help="look-ahead output frames")
+    g.add_argument("--chunk", type=int, default=None,
+                   help="output frames per chunk (default: the model's chunk-aware training setting, else 8)")
+    g.add_argument("--right", type=int, default=None,
+                   help="look-ahead output frames (default: the model's chunk-aware training setting, else 4)")
     g.add_argument("--endpoint", type=float, default=0.5,
                    help="seconds of quiet after sound that end an utterance (with --gate-db 0: of the model's blanks)")
     g.add_argument("--gate-db", type=float, default=40.0,

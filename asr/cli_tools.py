@@ -25,7 +25,7 @@ def transcribe_stream(args) -> int:
     if len(args.paths) != 1:
         raise ConfigError(f"--stream takes one source ('-' for stdin or a file), got {len(args.paths)}")
     rec = load(args.model, int8=args.int8)
-    cfg = _stream_config(args)
+    cfg = _stream_config(args, rec)
     streamer = Streamer(rec, cfg, _decoder(args, rec))
     source = args.paths[0]
     blocks = pcm_blocks(sys.stdin.buffer, "<stdin>", args.rate) if source == "-" else file_blocks(source)

@@ -106,6 +106,16 @@ class StreamConfig:
         return (self.chunk_frames + self.right_frames) * frame_s
 
 
+def trained_chunking(rec: Recognizer) -> tuple[int, int] | None:
+    """(chunk, look-ahead) output frames the model was trained or fine-tuned for chunk-aware
+    (``train.stream_chunk`` in its checkpoint's config), or None: the setting a stream of this
+    model should use unless told otherwise."""
+    chunk = rec.info.get("config", {}).get("train", {}).get("stream_chunk") if isinstance(rec.info, dict) else None
+    if isinstance(chunk, (list, tuple)) and len(chunk) == 2 and all(isinstance(v, int) for v in chunk):
+        return int(chunk[0]), int(chunk[1])
+    return None
+
+
 @dataclass
 class StreamEvent:
     """A partial (may still change) or final (stable) result; times in seconds from the start

@@ -374,3 +374,30 @@ def test_benchmark_stream_grid_is_checked(grid, why, monkeypatch):
     assert stream_grid("4+9,2+11") == ((4, 9), (2, 11))
     with pytest.raises(argparse.ArgumentTypeError, match=re.escape(why)):
         stream_grid(grid)
+
+
+def test_streams_default_to_the_chunking_the_model_was_trained_for(tmp_path):
+    """A checkpoint fine-tuned chunk-aware (train.stream_chunk in its config) streams at that
+    setting unless --chunk/--right say otherwise; a plain model at the StreamConfig defaults."""
+    from asr.checkpoint import model_payload
+    from asr.cli import build_parser
+    from asr.cli_common import _stream_config
+    from asr.config import ConfigError
+    from asr.recognizer import load
+
+    rec = _rec(True)
+    for name, info in (("lc", {"config": {"train": {"stream_chunk": [4, 9]}}}), ("plain", {"config": {"train": {}}})):
+        torch.save(model_payload(rec.model, FeatureConfig(), CharTokenizer(), info), tmp_path / f"{name}.pt")
+    lc, plain = load(tmp_path / "lc.pt"), load(tmp_path / "plain.pt")
+
+    def chunking(model, *flags):
+        args = build_parser().parse_args(["serve", "--model", "M", *flags])
+        cfg = _stream_config(args, model)
+        return cfg.chunk_frames, cfg.right_frames
+
+    assert chunking(lc) == (4, 9)
+    assert chunking(plain) == (StreamConfig.chunk_frames, StreamConfig.right_frames) == (8, 4)
+    assert chunking(lc, "--chunk", "2", "--right", "11") == (2, 11)
+    assert chunking(lc, "--right", "0") == (4, 0)
+    with pytest.raises(ConfigError, match="chunk_frames"):
+        chunking(plain, "--chunk", "0")
