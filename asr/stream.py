@@ -110,7 +110,9 @@ def trained_chunking(rec: Recognizer) -> tuple[int, int] | None:
     """(chunk, look-ahead) output frames the model was trained or fine-tuned for chunk-aware
     (``train.stream_chunk`` in its checkpoint's config), or None: the setting a stream of this
     model should use unless told otherwise."""
-    chunk = rec.info.get("config", {}).get("train", {}).get("stream_chunk") if isinstance(rec.info, dict) else None
+    chunk = getattr(rec, "info", None)
+    for key in ("config", "train", "stream_chunk"):       # a checkpoint's info is data: check each level
+        chunk = chunk.get(key) if isinstance(chunk, dict) else None
     if isinstance(chunk, (list, tuple)) and len(chunk) == 2 and all(isinstance(v, int) for v in chunk):
         return int(chunk[0]), int(chunk[1])
     return None

@@ -386,9 +386,10 @@ def test_streams_default_to_the_chunking_the_model_was_trained_for(tmp_path):
     from asr.recognizer import load
 
     rec = _rec(True)
-    for name, info in (("lc", {"config": {"train": {"stream_chunk": [4, 9]}}}), ("plain", {"config": {"train": {}}})):
+    for name, info in (("lc", {"config": {"train": {"stream_chunk": [4, 9]}}}), ("plain", {"config": {"train": {}}}),
+                       ("odd", {"config": "not a dict"})):
         torch.save(model_payload(rec.model, FeatureConfig(), CharTokenizer(), info), tmp_path / f"{name}.pt")
-    lc, plain = load(tmp_path / "lc.pt"), load(tmp_path / "plain.pt")
+    lc, plain, odd = load(tmp_path / "lc.pt"), load(tmp_path / "plain.pt"), load(tmp_path / "odd.pt")
 
     def chunking(model, *flags):
         args = build_parser().parse_args(["serve", "--model", "M", *flags])
@@ -396,7 +397,7 @@ def test_streams_default_to_the_chunking_the_model_was_trained_for(tmp_path):
         return cfg.chunk_frames, cfg.right_frames
 
     assert chunking(lc) == (4, 9)
-    assert chunking(plain) == (StreamConfig.chunk_frames, StreamConfig.right_frames) == (8, 4)
+    assert chunking(plain) == chunking(odd) == (StreamConfig.chunk_frames, StreamConfig.right_frames) == (8, 4)
     assert chunking(lc, "--chunk", "2", "--right", "11") == (2, 11)
     assert chunking(lc, "--right", "0") == (4, 0)
     with pytest.raises(ConfigError, match="chunk_frames"):
