@@ -3,15 +3,18 @@
 A word's raw confidence is the geometric-mean posterior of its aligned frames
 (``transcribe.words_from_spans``). A BiLSTM CTC model is over-confident, and more so on audio
 unlike its training data (a room, babble), where it is wrong on many words it is sure of. So the
-probability that a word is right is a logistic regression on three features of the word and the
+probability that a word is right is a logistic regression on four features of the word and the
 segment it was heard in (:data:`FEATURES`): the word's logit confidence, the mean logit
-confidence of the segment's words, and the mean frame entropy of the segment's posteriors (nats);
-the last two say how well the model knows this audio. Fitted on dev and on dev through named
+confidence of the segment's words, the mean frame entropy of the segment's posteriors (nats) (these
+two say how well the model knows this audio), and the logit of the word's posterior over every
+hypothesis the decoder scored (the grammar decoder: all phrases; 0 for decoders without such a
+distribution), which says whether another phrase was nearly as likely. Fitted on dev and on dev through named
 conditions (``asr calibrate --manifest dev.jsonl --manifest dev_reverb.jsonl``, the recipes'
 ``calibrate`` stage), it is stored as ``calibration.json`` next to a model (or in its package) and
 applied by ``asr transcribe``, ``asr serve`` and streaming finals; ``asr evaluate --confidence``
 reports ECE, NCE and the AUROC of detecting word errors, before and after, with a list of the
-words to check. Files of format v1 (Platt scaling of the word's confidence alone) still load.
+words to check. Files of format v2 (the first three features) and v1 (Platt scaling of the word's
+confidence alone) still load.
 """
 from __future__ import annotations
 
@@ -29,12 +32,14 @@ from .errors import AsrError
 
 log = logging.getLogger(__name__)
 
-CALIBRATION_FORMAT = "asr-calibration-v2"
+CALIBRATION_FORMAT = "asr-calibration-v3"
+SEGMENT_FORMAT = "asr-calibration-v2"    # the first three features
 PLATT_FORMAT = "asr-calibration-v1"      # (a, b) on the word's confidence alone
-FEATURES = ("logit_confidence", "segment_mean_logit_confidence", "segment_entropy_nats")
+FEATURES = ("logit_confidence", "segment_mean_logit_confidence", "segment_entropy_nats", "word_posterior_logit")
 CALIBRATION_FILE = "calibration.json"
 EPS = "<eps>"
 _CLIP = 1e-4
+_POSTERIOR_CLIP = 1e-6          # phrase posteriors are often within 1e-5 of 1: keep that range
 
 
 class CalibrationError(AsrError):
@@ -53,20 +58,25 @@ class CalibrateConfig:
         require(len(set(self.splits)) == len(self.splits), f"{where}.splits", "names a split twice")
 
 
-def _logit(c: np.ndarray) -> np.ndarray:
-    c = np.clip(np.asarray(c, np.float64), _CLIP, 1 - _CLIP)
+def _logit(c: np.ndarray, clip: float = _CLIP) -> np.ndarray:
+    c = np.clip(np.asarray(c, np.float64), clip, 1 - clip)
     return np.log(c / (1 - c))
 
 
-def word_features(confidences: Sequence[float], log_probs=None) -> np.ndarray:
-    """(N, 3) :data:`FEATURES` of one segment's N words from their raw confidences and the
-    segment's (T, V) log-probs (a tensor or an array; None: entropy 0)."""
+def word_features(confidences: Sequence[float], log_probs=None, posteriors: Sequence[float] | None = None) -> np.ndarray:
+    """(N, 4) :data:`FEATURES` of one segment's N words from their raw confidences, the
+    segment's (T, V) log-probs (a tensor or an array; None: entropy 0) and the words' posteriors
+    over the decoder's hypotheses (``Hypothesis.word_posteriors``; None or a count that does not
+    match the words: feature 0, so a calibration fitted on such a decoder gives it no weight)."""
     x = _logit(np.asarray(confidences, np.float64).reshape(-1))
+    known = posteriors is not None and len(posteriors) == x.size
+    post = _logit(np.asarray(posteriors, np.float64), _POSTERIOR_CLIP) if known else np.zeros_like(x)
     entropy = 0.0
     if log_probs is not None and len(log_probs):
         lp = np.asarray(log_probs.detach().cpu().numpy() if hasattr(log_probs, "detach") else log_probs, np.float64)
         entropy = float(-np.where(lp > -np.inf, np.exp(lp) * lp, 0.0).sum(1).mean())   # 0 log 0 = 0
-    return np.stack([x, np.full_like(x, x.mean() if x.size else 0.0), np.full_like(x, entropy)], 1)
+    return np.stack([x, np.full_like(x, x.mean() if x.size else 0.0), np.full_like(x, entropy),
+                     post], 1)
 
 
 @dataclass(frozen=True)
@@ -74,20 +84,21 @@ class Calibration:
     """``p(correct) = sigmoid(weights . features + bias)`` over :data:`FEATURES`; ``fitted_on``:
     what it saw."""
 
-    weights: tuple[float, ...] = (1.0, 0.0, 0.0)
+    weights: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0)
     bias: float = 0.0
     fitted_on: str = ""
     words: int = 0
     model_sha256: str = ""       # the model file it was fitted for ("": any)
 
     def probability(self, feats: np.ndarray) -> np.ndarray:
-        """(N, 3) features -> (N,) p(correct)."""
+        """(N, 4) features -> (N,) p(correct)."""
         return 1.0 / (1.0 + np.exp(-(np.asarray(feats, np.float64) @ np.asarray(self.weights) + self.bias)))
 
-    def apply(self, words: Sequence, log_probs=None) -> None:
-        """Replace the raw confidences of one segment's words (in place) by calibrated ones."""
+    def apply(self, words: Sequence, log_probs=None, posteriors: Sequence[float] | None = None) -> None:
+        """Replace the raw confidences of one segment's words (in place) by calibrated ones
+        (``posteriors``: the hypothesis' ``word_posteriors``)."""
         if words:
-            p = self.probability(word_features([w.confidence for w in words], log_probs))
+            p = self.probability(word_features([w.confidence for w in words], log_probs, posteriors))
             for w, c in zip(words, p):
                 w.confidence = round(float(c), 4)
 
@@ -101,16 +112,18 @@ class Calibration:
     def load(cls, path: str | Path) -> "Calibration":
         try:
             d = json.loads(Path(path).read_text())
-            if not isinstance(d, dict) or d.get("format") not in (CALIBRATION_FORMAT, PLATT_FORMAT):
+            if not isinstance(d, dict) or d.get("format") not in (CALIBRATION_FORMAT, SEGMENT_FORMAT, PLATT_FORMAT):
                 raise ValueError(f"expected a JSON object of format {CALIBRATION_FORMAT}")
             if d["format"] == PLATT_FORMAT:
-                weights, bias = (float(d["a"]), 0.0, 0.0), float(d["b"])
+                weights, bias = (float(d["a"]), 0.0, 0.0, 0.0), float(d["b"])
             else:
-                if d.get("features") != list(FEATURES):
-                    raise ValueError(f"features {d.get('features')}, this version knows {list(FEATURES)}")
+                known = list(FEATURES[:3] if d["format"] == SEGMENT_FORMAT else FEATURES)
+                if d.get("features") != known:
+                    raise ValueError(f"features {d.get('features')}, its format has {known}")
                 weights, bias = tuple(float(v) for v in d["weights"]), float(d["bias"])
-                if len(weights) != len(FEATURES):
-                    raise ValueError(f"{len(weights)} weights for {len(FEATURES)} features")
+                if len(weights) != len(known):
+                    raise ValueError(f"{len(weights)} weights for {len(known)} features")
+                weights += (0.0,) * (len(FEATURES) - len(weights))
             return cls(weights, bias, str(d.get("fitted_on", "")), int(d.get("words", 0)),
                        str(d.get("model_sha256", "")))
         except (OSError, ValueError, KeyError, TypeError) as e:
@@ -151,7 +164,7 @@ def label_words(ref: str, hyp: Sequence[str]) -> list[bool]:
 
 
 def fit(feats: np.ndarray, correct: Sequence[bool], fitted_on: str = "", iters: int = 100) -> Calibration:
-    """Logistic regression of correctness on (N, 3) :func:`word_features` by Newton's method on
+    """Logistic regression of correctness on (N, 4) :func:`word_features` by Newton's method on
     the log-loss (a small ridge keeps it finite when the classes separate)."""
     x, y = np.asarray(feats, np.float64).reshape(-1, len(FEATURES)), np.asarray(correct, np.float64)
     if x.shape[0] < 10 or y.min() == y.max():

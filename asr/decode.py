@@ -185,6 +185,7 @@ class GrammarDecoder:
             raise ConfigError("a grammar decoder needs at least one phrase")
         self.tokenizer, self.phrases, self.nbest = tokenizer, list(phrases), nbest
         self.targets = [tokenizer.encode(p) for p in self.phrases]
+        self._wid = _word_ids([p.split() for p in self.phrases])          # (K, W_max), -1 padded
         self.flat = torch.tensor([i for t in self.targets for i in t], dtype=torch.long)
         self.lens = torch.tensor([len(t) for t in self.targets], dtype=torch.long)
         self.bonus = unit_bonus * self.lens.float()        # (K,) added to each phrase's log-likelihood
@@ -206,10 +207,19 @@ class GrammarDecoder:
         best = order[0]
         if not torch.isfinite(scores[best]):           # no phrase fits in so few frames
             return Hypothesis([], "", float("-inf"))
-        hyp = Hypothesis(list(self.targets[best]), self.phrases[best], float(scores[best]))
+        hyp = Hypothesis(list(self.targets[best]), self.phrases[best], float(scores[best]),
+                         word_posteriors=self._word_posteriors(scores, best))
         if self.nbest > 1:
             hyp.alternatives = [(self.phrases[i], float(scores[i])) for i in order[: self.nbest] if torch.isfinite(scores[i])]
         return hyp
+
+    def _word_posteriors(self, scores: torch.Tensor, best: int) -> list[float]:
+        """Per word of phrase ``best``: the posterior (softmax of the (K,) scores) of the phrases
+        whose word at that position is the same word."""
+        n = int((self._wid[best] >= 0).sum())
+        same = self._wid[:, :n] == self._wid[best, :n]                     # (K, n)
+        post = torch.softmax(scores.double(), 0)
+        return (post[:, None] * same).sum(0).clamp(max=1.0).tolist()
 
     def _nll(self, lp: torch.Tensor, a: int, b: int) -> torch.Tensor:
         """CTC negative log-likelihood of phrases a..b-1 on (T, V) ``lp`` (inf: cannot fit)."""
@@ -246,6 +256,16 @@ class GrammarDecoder:
 
     def end(self) -> Hypothesis:
         return self.partial()
+
+
+def _word_ids(phrases: Sequence[Sequence[str]]) -> torch.Tensor:
+    """(K, W_max) ids of each phrase's words (one id per distinct word), padded with -1."""
+    vocab: dict[str, int] = {}
+    out = torch.full((len(phrases), max(1, max(len(p) for p in phrases))), -1, dtype=torch.long)
+    for k, words in enumerate(phrases):
+        for j, w in enumerate(words):
+            out[k, j] = vocab.setdefault(w, len(vocab))
+    return out
 
 
 def _extended_targets(targets: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:

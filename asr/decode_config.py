@@ -64,3 +64,6 @@ class Hypothesis:
     score: float = 0.0
     words: list[str] = field(default_factory=list)
     alternatives: list[tuple[str, float]] = field(default_factory=list)   # N-best (text, score), best first
+    # per word of ``text``: its posterior over every hypothesis the decoder scored (the grammar
+    # decoder: all phrases), None where the decoder has no such distribution
+    word_posteriors: list[float] | None = None

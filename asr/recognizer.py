@@ -19,7 +19,7 @@ import torch
 from .audio import SAMPLE_RATE_HZ, AudioError
 from .checkpoint import load_checkpoint, quantize_int8
 from .batching import pad_batch
-from .calibration import Calibration, beside, label_words, word_features
+from .calibration import FEATURES, Calibration, beside, label_words, word_features
 from .data import Utterance, bucket_batches, load_utterance_audio
 from .decode import DecodeConfig, Decoder, GreedyDecoder, Hypothesis, decode_emissions, make_decoder
 from .errors import Problem
@@ -170,7 +170,7 @@ def decode_utterances(rec: Recognizer, utts: Sequence[Utterance], cache: dict | 
 
 
 class ScoredWords(NamedTuple):
-    """One utterance's hypothesis words (raw confidences), whether each is right, and their (N, 3)
+    """One utterance's hypothesis words (raw confidences), whether each is right, and their (N, 4)
     calibration features (:func:`asr.calibration.word_features`)."""
 
     id: str
@@ -194,7 +194,7 @@ def word_confidences(rec: Recognizer, utts: Sequence[Utterance], decoder: Decode
     for i, e, h in zip(ids, emis, hyps):
         words = align_words(e, h.ids, rec.tokenizer.vocab, rec.frame_s, 0.0)
         out.append(ScoredWords(i, words, label_words(refs[i], [w.word for w in words]),
-                               word_features([w.confidence for w in words], e)))
+                               word_features([w.confidence for w in words], e, h.word_posteriors)))
     return out
 
 
@@ -225,7 +225,7 @@ def fit_calibration(rec: Recognizer, utt_sets: dict[str, Sequence[Utterance]], d
     caches = caches or {}
     scored = {name: word_confidences(rec, utts, decoder, caches.get(name)) for name, utts in utt_sets.items()}
     pooled = [s for ss in scored.values() for s in ss]
-    feats = np.concatenate([s.features for s in pooled if s.words] or [np.zeros((0, 3))])
+    feats = np.concatenate([s.features for s in pooled if s.words] or [np.zeros((0, len(FEATURES)))])
     cal = fit(feats, [c for s in pooled for c in s.right], fitted_on=" + ".join(utt_sets))
     cal = replace(cal, model_sha256=model_sha256)
     report = {name: confidence_metrics(ss, cal) for name, ss in scored.items()}

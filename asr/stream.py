@@ -386,7 +386,7 @@ class Streamer:
             hyp = self.decoder.end()
         words = align_words(logp, hyp.ids, self.rec.tokenizer.vocab, self.frame_s, self._t(-back))
         if self.rec.calibration is not None:          # features of the model's own posteriors, as fitted
-            self.rec.calibration.apply(words, raw)
+            self.rec.calibration.apply(words, raw, hyp.word_posteriors)
         if words:
             self.free_from = round(words[-1].end / self.frame_s)
         start = min(words[0].start, self._t(0)) if words else self._t(0)

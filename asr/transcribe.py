@@ -267,7 +267,7 @@ def decode_segments(rec, segs: list[tuple[float, np.ndarray]], opts: SegmentOpti
         words = align_words(lp[: int(n)], hyp.ids, rec.tokenizer.vocab, rec.frame_s, start)
         calibration = getattr(rec, "calibration", None)
         if calibration is not None:
-            calibration.apply(words, lp[: int(n)])
+            calibration.apply(words, lp[: int(n)], getattr(hyp, "word_posteriors", None))
         if opts.snap_words:
             words = snap_to_speech(words, audio, start, opts)
         alts = [{"text": t, "score": round(sc, 4)} for t, sc in getattr(hyp, "alternatives", [])]

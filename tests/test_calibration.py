@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr.calibration import Calibration, CalibrationError, fit, label_words, metrics, word_features
+from asr.calibration import FEATURES, Calibration, CalibrationError, fit, label_words, metrics, word_features
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def _synthetic(n: int, a: float, b: float, seed: int = 0):
 
 
 def _platt(c):
-    return np.stack([np.log(c / (1 - c)), np.zeros_like(c), np.zeros_like(c)], 1)
+    return np.stack([np.log(c / (1 - c)), np.zeros_like(c), np.zeros_like(c), np.zeros_like(c)], 1)
 
 
 def test_fit_recovers_parameters_and_calibrates():
@@ -55,13 +55,31 @@ def _two_conditions(seed: int):
 
 def test_segment_features_calibrate_what_the_word_alone_cannot():
     feats, right, room = _two_conditions(0)
-    full, platt = fit(feats, right), fit(np.where([True, False, False], feats, 0.0), right)
+    full, platt = fit(feats, right), fit(np.where([True, False, False, False], feats, 0.0), right)
     tf, tr, troom = _two_conditions(1)
     for cond in (room := troom, ~troom):
         ece_full = metrics(full.probability(tf[cond]), tr[cond])["ece"]
-        ece_platt = metrics(platt.probability(np.where([True, False, False], tf[cond], 0.0)), tr[cond])["ece"]
+        ece_platt = metrics(platt.probability(np.where([True, False, False, False], tf[cond], 0.0)), tr[cond])["ece"]
         assert ece_full < 0.03 < 0.1 < ece_platt
     assert full.weights[2] < -1.0            # higher entropy: less likely right
+
+
+def test_word_posteriors_tell_what_the_word_confidence_cannot():
+    """Words heard equally clearly, but in some the decoder had a close competitor (a low word
+    posterior) and those are often wrong: only the posterior feature calibrates both kinds, and
+    it ranks the errors better (AUROC)."""
+    rng = np.random.default_rng(3)
+    c = rng.uniform(0.6, 0.99, 8000)
+    post = np.where(rng.random(8000) < 0.3, rng.uniform(0.3, 0.7, 8000), 1 - 1e-5)
+    right = rng.random(8000) < 1 / (1 + np.exp(-(0.4 * np.log(post / (1 - post)) - 0.5)))
+    feats = np.concatenate([word_features(c[k: k + 4], None, post[k: k + 4]) for k in range(0, 8000, 4)])
+    assert feats[:, 3] == pytest.approx(np.log(post / (1 - post)), abs=1e-6)
+    full, no_post = fit(feats, right), fit(np.where([True, True, True, False], feats, 0.0), right)
+    close = post < 0.9
+    for cond in (close, ~close):
+        assert metrics(full.probability(feats[cond]), right[cond])["ece"] < 0.03
+    assert metrics(no_post.probability(np.where([True, True, True, False], feats, 0.0))[close], right[close])["ece"] > 0.15
+    assert metrics(full.probability(feats), right)["auroc_errors"] > metrics(c, right)["auroc_errors"] + 0.1
 
 
 def test_word_features_and_apply():
@@ -72,7 +90,8 @@ def test_word_features_and_apply():
     from asr.transcribe import Word
 
     words = [Word("a", 0.0, 0.1, 0.5), Word("b", 0.1, 0.2, 0.9)]
-    Calibration((1.0, 0.0, -1.0), 0.5).apply(words, lp)
+    assert f[:, 3] == pytest.approx([0.0, 0.0])               # a decoder without posteriors
+    Calibration((1.0, 0.0, -1.0, 0.0), 0.5).apply(words, lp)
     expect = 1 / (1 + np.exp(-(np.array([0.0, np.log(9)]) - np.log(4) + 0.5)))
     assert [w.confidence for w in words] == pytest.approx(expect, abs=1e-4)
 
@@ -88,10 +107,16 @@ def test_metric_extremes():
 def test_label_words_and_file_round_trip(tmp_path):
     assert label_words("one two three", ["one", "too", "three", "four"]) == [True, False, True, False]
     assert label_words("one two", []) == []
-    path = Calibration((1.5, 0.25, -0.5), -0.25, "dev", 10).save(tmp_path / "c.json")
-    assert Calibration.load(path) == Calibration((1.5, 0.25, -0.5), -0.25, "dev", 10)
+    path = Calibration((1.5, 0.25, -0.5, 0.75), -0.25, "dev", 10).save(tmp_path / "c.json")
+    assert Calibration.load(path) == Calibration((1.5, 0.25, -0.5, 0.75), -0.25, "dev", 10)
     (tmp_path / "v1.json").write_text('{"format": "asr-calibration-v1", "a": 2.0, "b": -1.0, "words": 5}')
-    assert Calibration.load(tmp_path / "v1.json") == Calibration((2.0, 0.0, 0.0), -1.0, "", 5)
+    assert Calibration.load(tmp_path / "v1.json") == Calibration((2.0, 0.0, 0.0, 0.0), -1.0, "", 5)
+    v2 = {"format": "asr-calibration-v2", "features": list(FEATURES[:3]), "weights": [1.5, 0.25, -0.5], "bias": -0.25}
+    (tmp_path / "v2.json").write_text(json.dumps(v2))              # the three-feature files of earlier versions
+    assert Calibration.load(tmp_path / "v2.json") == Calibration((1.5, 0.25, -0.5, 0.0), -0.25)
+    (tmp_path / "v2bad.json").write_text(json.dumps({**v2, "weights": [1.0, 2.0, 3.0, 4.0]}))
+    with pytest.raises(CalibrationError, match="4 weights for 3 features"):
+        Calibration.load(tmp_path / "v2bad.json")
     (tmp_path / "other.json").write_text(path.read_text().replace("segment_entropy_nats", "snr"))
     with pytest.raises(CalibrationError, match="snr"):
         Calibration.load(tmp_path / "other.json")
@@ -149,7 +174,7 @@ def test_calibration_applies_only_to_the_model_it_was_fitted_for(tmp_path):
 
     (tmp_path / "best.pt").write_bytes(b"model one")
     (tmp_path / "epoch1.pt").write_bytes(b"model two")
-    Calibration((2.0, 0.0, 0.0), -1.0, "dev", 100, file_sha256(tmp_path / "best.pt")).save(tmp_path / "calibration.json")
+    Calibration((2.0, 0.0, 0.0, 0.0), -1.0, "dev", 100, file_sha256(tmp_path / "best.pt")).save(tmp_path / "calibration.json")
     assert beside(tmp_path / "best.pt").weights[0] == 2.0
     assert beside(tmp_path / "epoch1.pt") is None
 

@@ -88,6 +88,29 @@ def test_grammar_decoder_only_says_what_the_grammar_allows():
     assert dec.end().text == "turn off the light"
 
 
+def test_word_posteriors_are_shared_by_the_phrases_that_agree():
+    """Each word's posterior sums the phrase posteriors (softmax of the phrase scores) of the
+    phrases with that word at that place: a word every competitor shares is certain, the word the
+    audio left open is not; the incremental decoder gives the same."""
+    tok = CharTokenizer()
+    lp = _spell("call ann on mobile", tok, 0.9)
+    phrases = ["call anna on mobile", "call anne on mobile", "call bob on work", "stop"]
+    dec = GrammarDecoder(tok, phrases, nbest=4)
+    hyp = dec(lp[None], torch.tensor([lp.shape[0]]))[0]
+    scores = torch.tensor([dict(hyp.alternatives).get(p, float("-inf")) for p in phrases])
+    post = torch.softmax(scores.double(), 0)
+    assert hyp.text in phrases[:2] and len(hyp.word_posteriors) == 4
+    call, name, on, last = hyp.word_posteriors
+    assert call == pytest.approx(float(post[:3].sum()), abs=1e-9) and on == pytest.approx(call, abs=1e-9)
+    assert name == pytest.approx(float(post[phrases.index(hyp.text)]), abs=1e-9) and name < 0.9
+    assert last == pytest.approx(float(post[:2].sum()), abs=1e-9) and last > name
+    dec.begin()
+    dec.step(lp)
+    assert dec.end().word_posteriors == pytest.approx(hyp.word_posteriors, abs=1e-6)
+    greedy = make_decoder(tok, DecodeConfig(), "greedy")(lp[None], torch.tensor([lp.shape[0]]))[0]
+    assert greedy.word_posteriors is None
+
+
 @pytest.mark.parametrize("chunk", [1, 4, 7])
 def test_incremental_grammar_scores_equal_the_batch_ctc_likelihood(chunk):
     """Streaming partials carry every phrase's CTC forward variables: after each chunk the scores
