@@ -82,6 +82,29 @@ def test_word_posteriors_tell_what_the_word_confidence_cannot():
     assert metrics(full.probability(feats), right)["auroc_errors"] > metrics(c, right)["auroc_errors"] + 0.1
 
 
+def test_transcribe_calibrates_grammar_words_with_their_posteriors(tiny_recognizer, tone):
+    """Through ``decode_segments`` (what ``asr transcribe`` runs): a calibration that reads only
+    the word-posterior feature turns each word's confidence into the grammar decoder's posterior
+    of that word; the same calibration on a decoder without posteriors gives 0.5 (feature 0)."""
+    from dataclasses import replace
+
+    from asr.audio import normalize_level
+    from asr.decode import GrammarDecoder
+    from asr.text import CharTokenizer
+    from asr.transcribe import SegmentOptions, decode_segments
+
+    x = tone(1.5) + 0.3 * tone(1.5, freq=1320.0)
+    dec = GrammarDecoder(CharTokenizer(), ["go", "stop", "go left", "go right", "stop now"])
+    rec = replace(tiny_recognizer, decoder=dec, calibration=Calibration((0.0, 0.0, 0.0, 1.0), 0.0))
+    seg = decode_segments(rec, [(0.0, x)], SegmentOptions(snap_words=False))[0]
+    hyp = dec(*rec.forward([rec.features(normalize_level(x))]))[0]
+    assert seg.text == hyp.text and len(seg.words) == len(hyp.word_posteriors) >= 1
+    assert [w.confidence for w in seg.words] == pytest.approx(np.clip(hyp.word_posteriors, 1e-6, 1 - 1e-6), abs=1e-4)
+    greedy = replace(rec, decoder=tiny_recognizer.decoder)
+    words = decode_segments(greedy, [(0.0, x)], SegmentOptions(snap_words=False))[0].words
+    assert words and all(w.confidence == 0.5 for w in words)
+
+
 def test_word_features_and_apply():
     lp = np.log(np.full((4, 4), 0.25))
     f = word_features([0.5, 0.9], lp)
