@@ -5,11 +5,11 @@ A word's raw confidence is the geometric-mean posterior of its aligned frames
 unlike its training data (a room, babble), where it is wrong on many words it is sure of. So the
 probability that a word is right is a logistic regression on four features of the word and the
 segment it was heard in (:data:`FEATURES`): the word's logit confidence, the mean logit
-confidence of the segment's words, the mean frame entropy of the segment's posteriors (nats) (these
-two say how well the model knows this audio), and the logit of the word's posterior over every
-hypothesis the decoder scored (the grammar decoder: all phrases; 0 for decoders without such a
-distribution), which says whether another phrase was nearly as likely. Fitted on dev and on dev through named
-conditions (``asr calibrate --manifest dev.jsonl --manifest dev_reverb.jsonl``, the recipes'
+confidence of the segment's words, the mean frame entropy of the segment's posteriors (nats)
+(these two say how well the model knows this audio), and the logit of the word's posterior over
+every hypothesis the decoder scored (the grammar decoder: all phrases; 0 for decoders without
+such a distribution), which says whether another phrase was nearly as likely. Fitted on dev and
+on dev through named conditions (``asr calibrate --manifest dev.jsonl --manifest dev_reverb.jsonl``, the recipes'
 ``calibrate`` stage), it is stored as ``calibration.json`` next to a model (or in its package) and
 applied by ``asr transcribe``, ``asr serve`` and streaming finals; ``asr evaluate --confidence``
 reports ECE, NCE and the AUROC of detecting word errors, before and after, with a list of the
