@@ -9,6 +9,7 @@ text can give other pieces). ``DECODERS`` is the registry of methods.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from pathlib import Path
 from typing import Callable, Sequence
@@ -26,6 +27,7 @@ from .text import WORD_START, Tokenizer
 PHRASE_CHUNK = 256    # grammar phrases scored at once (bounds ctc_loss's working memory)
 SIL_TOKEN = "|"       # flashlight's word boundary; stands for the tokenizer's space
 UNK_WORD = "<unk>"
+POSTERIOR_NBEST = 16  # beam hypotheses that word posteriors are computed over (alternatives: cfg.nbest)
 
 
 Decoder = Callable[[torch.Tensor, torch.Tensor], list[Hypothesis]]   # (B, T, V), (B,) -> per utterance
@@ -95,13 +97,14 @@ class BeamDecoder:
             if WORD_START not in self.tokens:
                 raise ConfigError(f"subword vocabulary has no bare {WORD_START!r} piece for word boundaries")
         self._decoder = ctc_decoder(
-            lexicon=lexicon, tokens=self.tokens, lm=biased_lm(lexicon, lm, cfg.word_boost) if lm else lm, nbest=cfg.nbest,
+            lexicon=lexicon, tokens=self.tokens, lm=biased_lm(lexicon, lm, cfg.word_boost) if lm else lm,
+            nbest=max(cfg.nbest, POSTERIOR_NBEST),
             beam_size=beam_size or cfg.beam_size,
             beam_size_token=cfg.beam_size_token or None, beam_threshold=cfg.beam_threshold,
             lm_weight=cfg.lm_weight if lm else 0.0, word_score=cfg.word_score if lm else 0.0,
             unk_score=cfg.unk_score, sil_score=cfg.sil_score, log_add=True,
             blank_token=tokenizer.vocab[0], sil_token=self.sil, unk_word=UNK_WORD)
-        self.tokenizer = tokenizer
+        self.tokenizer, self.nbest = tokenizer, cfg.nbest
         self.sil_id = self.tokens.index(self.sil)
         self.with_lm = lm is not None
         self.end_with_space = self.with_lm and tokenizer.kind == "char"   # see asr.lm.write_lexicon
@@ -114,7 +117,8 @@ class BeamDecoder:
         return [self._hypothesis(nbest) for nbest in self._decoder(emissions.contiguous(), lens)]
 
     def _hypothesis(self, nbest: list) -> Hypothesis:
-        """The best of flashlight's N-best list, with the distinct texts of all as alternatives."""
+        """The best of flashlight's N-best list, with the distinct texts of the first ``cfg.nbest``
+        as alternatives and word posteriors over all of them."""
         if not nbest:
             return Hypothesis([], "", float("-inf"))
         hyps = []
@@ -124,10 +128,11 @@ class BeamDecoder:
             hyps.append(Hypothesis(ids, " ".join(words) if self.with_lm else self.tokenizer.decode(ids),
                                    float(h.score), words))
         seen: dict[str, float] = {}
-        for h in hyps:                 # paths differing only in blanks/silence: one text, best score
+        for h in hyps[: self.nbest]:   # paths differing only in blanks/silence: one text, best score
             seen.setdefault(h.text, h.score)
         best = hyps[0]
-        best.alternatives = list(seen.items()) if len(nbest) > 1 else []
+        best.alternatives = list(seen.items()) if self.nbest > 1 and len(hyps) > 1 else []
+        best.word_posteriors = nbest_word_posteriors([(h.text.split(), h.score) for h in hyps])
         return best
 
     # incremental interface (streaming): flashlight's own online decoding
@@ -256,6 +261,24 @@ class GrammarDecoder:
 
     def end(self) -> Hypothesis:
         return self.partial()
+
+
+def nbest_word_posteriors(hyps: Sequence[tuple[Sequence[str], float]]) -> list[float]:
+    """Per word of the first (best) of N ``(words, score)`` hypotheses: the posterior mass
+    (softmax of the scores, log domain) of the hypotheses that have the same word in that place,
+    words matched in order (``difflib``'s longest matching blocks). A word that no runner-up
+    questions gets ~1; one that half the mass replaces gets ~0.5."""
+    if not hyps:
+        return []
+    best = list(hyps[0][0])
+    scores = torch.tensor([s for _, s in hyps], dtype=torch.float64)
+    post = torch.softmax(scores, 0).tolist() if bool(torch.isfinite(scores.max())) else [1.0] + [0.0] * (len(hyps) - 1)
+    mass = [post[0]] * len(best)
+    for (words, _), p in zip(hyps[1:], post[1:]):
+        for a, _, size in difflib.SequenceMatcher(None, best, list(words), autojunk=False).get_matching_blocks():
+            for i in range(a, a + size):
+                mass[i] += p
+    return [min(m, 1.0) for m in mass]
 
 
 def _word_ids(phrases: Sequence[Sequence[str]]) -> torch.Tensor:

@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from asr.decode import BeamDecoder, DecodeConfig, GreedyDecoder, decode_emissions, greedy_decode, make_decoder
+from asr.decode import (BeamDecoder, DecodeConfig, GreedyDecoder, decode_emissions, greedy_decode, make_decoder,
+                        nbest_word_posteriors)
 from asr.errors import MissingFileError
 from asr.lm import build_lm, write_lexicon
 from asr.text import CharTokenizer
@@ -66,6 +67,30 @@ def test_beam_without_lm_reads_clear_speech_like_greedy():
     beam, greedy = BeamDecoder(TOK, DecodeConfig(beam_size=8))(lp, lens), GreedyDecoder(TOK)(lp, lens)
     assert texts(beam) == ["hello there"] == texts(greedy)
     assert beam[0].ids == greedy[0].ids == TOK.encode("hello there")
+
+
+def test_nbest_word_posteriors_sum_the_hypotheses_that_agree():
+    post = torch.softmax(torch.tensor([-1.0, -2.0, -3.0], dtype=torch.float64), 0).tolist()
+    got = nbest_word_posteriors([("the cat sat".split(), -1.0), ("a cat sat".split(), -2.0), ("the cat".split(), -3.0)])
+    # "the": runners-up 3 agrees; "cat": all; "sat": 2 agrees (3 dropped it, an alignment not by position)
+    assert got == pytest.approx([post[0] + post[2], 1.0, post[0] + post[1]])
+    inserted = nbest_word_posteriors([("go up".split(), 0.0), ("go go up".split(), 0.0)])
+    assert inserted == pytest.approx([1.0, 1.0])       # an inserted word takes nothing from the best's words
+    assert nbest_word_posteriors([("a b".split(), 0.0)]) == [1.0, 1.0] and nbest_word_posteriors([]) == []
+    assert nbest_word_posteriors([("a".split(), float("-inf")), ("b".split(), float("-inf"))]) == [1.0]
+
+
+def test_beam_word_posteriors_come_from_its_nbest_whatever_nbest_is_asked():
+    def decode(p_second: float, nbest: int):
+        rows = _spell("go u") + [{"p": p_second, "s": 0.9 - p_second}, {"<b>": 0.9}]
+        return BeamDecoder(TOK, DecodeConfig(beam_size=16, nbest=nbest))(_frames(rows), torch.tensor([len(rows)]))[0]
+
+    one, three = decode(0.6, 1), decode(0.6, 3)
+    assert one.text == three.text == "go up" and one.alternatives == [] and len(three.alternatives) == 3
+    assert one.word_posteriors == three.word_posteriors             # alternatives asked or not
+    go, up = one.word_posteriors
+    assert up < go and 0.2 < up < 0.8                                # "up" vs "us": contested
+    assert decode(0.85, 1).word_posteriors[1] > up + 0.2             # a clearer "p": a surer word
 
 
 @pytest.fixture(scope="module")

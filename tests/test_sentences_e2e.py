@@ -39,6 +39,11 @@ def test_recipe_compares_decoders_with_a_tuned_lm(tiny_sentences):
     stats = json.loads((tmp / "data/lm/stats.json").read_text())
     assert stats["splits"]["test_unseen"]["perplexity"] > 1
     assert "| test_unseen |" in res.stdout and "beam_lm WER %" in res.stdout
+    # beam+LM word confidence calibrated on dev, with the beam's N-best word posteriors as a
+    # feature (a decoder without them leaves that weight exactly 0)
+    report = json.loads((tmp / "exp/calibration_report.json").read_text())
+    assert report["method"] == "beam_lm" and set(report["test"]) == {"test_unseen"}
+    assert report["weights"][3] != 0.0 and (tmp / "exp/calibration.json").exists()
 
 
 @pytest.mark.espeak
