@@ -7,8 +7,8 @@ probability that a word is right is a logistic regression on four features of th
 segment it was heard in (:data:`FEATURES`): the word's logit confidence, the mean logit
 confidence of the segment's words, the mean frame entropy of the segment's posteriors (nats)
 (these two say how well the model knows this audio), and the logit of the word's posterior over
-every hypothesis the decoder scored (the grammar decoder: all phrases; 0 for decoders without
-such a distribution), which says whether another phrase was nearly as likely. Fitted on dev and
+every hypothesis the decoder scored (the grammar decoder: all phrases; beam decoders: their 16
+best; 0 for greedy), which says whether another hypothesis was nearly as likely. Fitted on dev and
 on dev through named conditions (``asr calibrate --manifest dev.jsonl --manifest dev_reverb.jsonl``, the recipes'
 ``calibrate`` stage), it is stored as ``calibration.json`` next to a model (or in its package) and
 applied by ``asr transcribe``, ``asr serve`` and streaming finals; ``asr evaluate --confidence``

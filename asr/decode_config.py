@@ -65,5 +65,5 @@ class Hypothesis:
     words: list[str] = field(default_factory=list)
     alternatives: list[tuple[str, float]] = field(default_factory=list)   # N-best (text, score), best first
     # per word of ``text``: its posterior over every hypothesis the decoder scored (the grammar
-    # decoder: all phrases), None where the decoder has no such distribution
+    # decoder: all phrases; beam decoders: their 16 best), None where it has no such distribution (greedy)
     word_posteriors: list[float] | None = None
