@@ -92,7 +92,8 @@ class Calibration:
 
     def probability(self, feats: np.ndarray) -> np.ndarray:
         """(N, 4) features -> (N,) p(correct)."""
-        return 1.0 / (1.0 + np.exp(-(np.asarray(feats, np.float64) @ np.asarray(self.weights) + self.bias)))
+        z = np.asarray(feats, np.float64) @ np.asarray(self.weights) + self.bias
+        return 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))        # no overflow for separable fits
 
     def apply(self, words: Sequence, log_probs=None, posteriors: Sequence[float] | None = None) -> None:
         """Replace the raw confidences of one segment's words (in place) by calibrated ones

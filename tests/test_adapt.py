@@ -1,8 +1,6 @@
 """asr.adapt: decoder packs from text alone (lexicon, KenLM, tuned weights) used through
 --decoder PACK, and hotword boosting of beam_lm decoding."""
 import json
-import subprocess
-import sys
 
 import pytest
 
@@ -16,6 +14,7 @@ from asr.config import ConfigError
 from asr.decode import DecodeConfig, make_decoder
 from asr.lm import build_lm, write_lexicon
 from asr.text import CharTokenizer
+from tests.clirun import run_asr
 
 
 def _lm_and_lexicon(tmp_path):
@@ -77,8 +76,8 @@ def test_hotword_files(tmp_path):
 
 
 def _evaluate(model, manifest, *extra):
-    res = subprocess.run([sys.executable, "-m", "asr", "evaluate", "--model", str(model), "--manifest", str(manifest),
-                          "--json", *map(str, extra)], capture_output=True, text=True)
+    res = run_asr("evaluate", "--model", str(model), "--manifest", str(manifest),
+                  "--json", *map(str, extra))
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout), res.stderr
 
@@ -87,9 +86,9 @@ def _evaluate(model, manifest, *extra):
 def test_adapt_pack_and_hotwords(tiny_sentences, tmp_path):
     tmp = tiny_sentences[0]
     model, pack = tmp / "exp/best.pt", tmp_path / "pack"
-    res = subprocess.run([sys.executable, "-m", "asr", "adapt", "--model", str(model), "--text",
-                          str(tmp / "data/text/lm_train.txt"), "--out", str(pack), "--dev", str(tmp / "data/dev.jsonl"),
-                          "--order", "2"], capture_output=True, text=True)
+    res = run_asr("adapt", "--model", str(model), "--text",
+                  str(tmp / "data/text/lm_train.txt"), "--out", str(pack), "--dev", str(tmp / "data/dev.jsonl"),
+                  "--order", "2")
     assert res.returncode == 0, res.stderr
     desc = json.loads((pack / "decoder.json").read_text())
     assert len(desc["tuned"]["grid"]) == 12 and desc["tuned"]["wer"] == min(g["wer"] for g in desc["tuned"]["grid"])
@@ -109,8 +108,8 @@ def test_adapt_pack_and_hotwords(tiny_sentences, tmp_path):
         if extra:
             assert "'zyzzyva' is not in the lexicon" in err
     assert out["boosted"] > out["plain"]
-    bad = subprocess.run([sys.executable, "-m", "asr", "evaluate", "--model", str(model), "--manifest", str(test),
-                          "--hotwords", str(tmp_path / "hot.txt")], capture_output=True, text=True)
+    bad = run_asr("evaluate", "--model", str(model), "--manifest", str(test),
+                  "--hotwords", str(tmp_path / "hot.txt"))
     assert bad.returncode == 2 and "--decoder PACK" in bad.stderr and "beam_lm" in bad.stderr
 
 

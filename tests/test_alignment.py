@@ -2,8 +2,6 @@
 given transcript on real (synthesized) speech, piecewise for long audio, reports text it cannot
 align with its span, and writes JSON, CTM, TextGrid and SRT."""
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ from asr.alignment import AlignOptions, align_recording, to_textgrid, transcript
 from asr.data import read_manifest
 from asr.recognizer import load
 from asr.text import CharTokenizer
+from tests.clirun import run_asr
 
 
 def test_numpy_viterbi_equals_torchaudio():
@@ -121,8 +120,8 @@ def test_cli_align_file_manifest_and_lite(tiny_recipe, tmp_path):
     lines.append(json.dumps({"id": "broken", "audio": str(broken), "duration": 1.0, "text": "one", "speaker": "x"}))
     manifest.write_text("\n".join(lines) + "\n")
     out = tmp_path / "ali"
-    res = subprocess.run([sys.executable, "-m", "asr", "align", "--model", str(tmp / "exp/best.pt"), "--manifest",
-                          str(manifest), "--output-dir", str(out)], capture_output=True, text=True)
+    res = run_asr("align", "--model", str(tmp / "exp/best.pt"), "--manifest",
+                  str(manifest), "--output-dir", str(out))
     assert res.returncode == 1 and "broken" in res.stderr                  # reported, the others aligned
     ctm = (out / "all.ctm").read_text().splitlines()
     assert len(ctm) == sum(len(u.text.split()) for u in utts)
@@ -131,10 +130,10 @@ def test_cli_align_file_manifest_and_lite(tiny_recipe, tmp_path):
             assert (out / f"{u.id}.{ext}").stat().st_size > 0
     first = json.loads((out / f"{utts[0].id}.json").read_text())
     # the same alignment from the torch-free runtime, one file, CTM on stdout
-    subprocess.run([sys.executable, "-m", "asr", "export", "--model", str(tmp / "exp/best.pt"), "--out",
-                    str(tmp_path / "onnx"), "--no-int8", "--no-chunk"], check=True, capture_output=True)
-    res = subprocess.run([sys.executable, "-m", "asr", "align", "--model", str(tmp_path / "onnx"), utts[0].audio,
-                          "--text", utts[0].text], capture_output=True, text=True)
+    run_asr("export", "--model", str(tmp / "exp/best.pt"), "--out",
+            str(tmp_path / "onnx"), "--no-int8", "--no-chunk", check=True)
+    res = run_asr("align", "--model", str(tmp_path / "onnx"), utts[0].audio,
+                  "--text", utts[0].text)
     assert res.returncode == 0, res.stderr
     rows = [line.split() for line in res.stdout.splitlines()]
     assert [r[4] for r in rows] == [w["word"] for w in first["words"]]

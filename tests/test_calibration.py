@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from asr.calibration import FEATURES, Calibration, CalibrationError, fit, label_words, metrics, word_features
+from tests.clirun import run_asr
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,9 +157,8 @@ def test_calibrate_then_transcribe_evaluate_export(tiny_recipe, tmp_path):
         m.parent.mkdir()
         shutil.copy(tmp / "exp/best.pt", m)
     dev, test = tmp / "data/dev.jsonl", tmp / "data/test_unseen.jsonl"
-    res = subprocess.run([sys.executable, "-m", "asr", "calibrate", "--model", str(model), "--manifest", str(dev),
-                          "--manifest", str(test)],
-                         capture_output=True, text=True)
+    res = run_asr("calibrate", "--model", str(model), "--manifest", str(dev),
+                  "--manifest", str(test))
     assert res.returncode == 0, res.stderr
     fitted = json.loads(res.stdout)
     assert (model.parent / "calibration.json").is_file() and fitted["after"]["ece"] <= fitted["before"]["ece"]
@@ -167,8 +167,8 @@ def test_calibrate_then_transcribe_evaluate_export(tiny_recipe, tmp_path):
     wav = json.loads(test.read_text().splitlines()[0])["audio"]
     words = {}
     for name, m in (("raw", raw), ("cal", model)):
-        subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", str(m), wav, "--output-dir",
-                        str(tmp_path / name), "--formats", "json"], check=True, capture_output=True)
+        run_asr("transcribe", "--model", str(m), wav, "--output-dir",
+                str(tmp_path / name), "--formats", "json", check=True)
         words[name] = json.loads(next((tmp_path / name).glob("*.json")).read_text())["words"]
     assert words["raw"] and [w["word"] for w in words["raw"]] == [w["word"] for w in words["cal"]]
     # within one segment, logit(calibrated) - (w0 x + w1 mean(x) + bias) is w2 * the segment's entropy
@@ -178,15 +178,15 @@ def test_calibrate_then_transcribe_evaluate_export(tiny_recipe, tmp_path):
     inside = rest[(c > 0.02) & (c < 0.98)]
     assert inside.size and np.ptp(inside) < 0.05
     assert 0.0 <= rest.mean() / cal.weights[2] <= np.log(40) and cal.fitted_on == f"{dev} + {test}"
-    res = subprocess.run([sys.executable, "-m", "asr", "evaluate", "--model", str(model), "--manifest", str(test),
-                          "--confidence", "--json", "--out-dir", str(tmp_path / "ev")], capture_output=True, text=True)
+    res = run_asr("evaluate", "--model", str(model), "--manifest", str(test),
+                  "--confidence", "--json", "--out-dir", str(tmp_path / "ev"))
     conf = json.loads(res.stdout)["confidence"]
     assert set(conf) >= {"raw", "calibrated", "words_to_check"} and 0 <= conf["calibrated"]["ece"] <= 1
     rows = (tmp_path / "ev/words_to_check.txt").read_text().splitlines()
     assert len(rows) == conf["words_to_check"]["words"]
     assert [float(r.split("\t")[3]) for r in rows] == sorted(float(r.split("\t")[3]) for r in rows)
-    subprocess.run([sys.executable, "-m", "asr", "export", "--model", str(model), "--out", str(tmp_path / "onnx"),
-                    "--no-int8", "--no-chunk"], check=True, capture_output=True)
+    run_asr("export", "--model", str(model), "--out", str(tmp_path / "onnx"),
+            "--no-int8", "--no-chunk", check=True)
     from asr.lite import load_lite
 
     assert load_lite(tmp_path / "onnx").calibration == cal

@@ -19,6 +19,7 @@ from asr.lite import ChunkRunner, ExportFormatError, load_lite
 from asr.model import BiLSTMCTC, ModelConfig, latency_controlled
 from asr.recognizer import decode_utterances, load
 from asr.text import CharTokenizer
+from tests.clirun import run_asr
 
 ROOT = Path(__file__).resolve().parents[1]
 # runs the CLI in-process, then reports whether anything imported torch
@@ -112,16 +113,15 @@ def test_altered_export_is_refused(exported, tmp_path):
     (bad / "asr-export.json").write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(ExportFormatError, match="expected format asr-onnx-v1"):
         load_lite(bad)
-    res = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", str(bad), str(bad / "x.wav")],
-                         capture_output=True, text=True)
+    res = run_asr("transcribe", "--model", str(bad), str(bad / "x.wav"))
     assert res.returncode == 2 and "asr-export.json: not an asr export" in res.stderr
 
 
 def test_beam_search_on_an_export_is_a_named_error(exported, tmp_path):
     _, out = exported
     sf.write(tmp_path / "a.wav", _speechlike(1.0, 1), 16000)
-    res = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", str(out), "--method", "beam",
-                          str(tmp_path / "a.wav")], capture_output=True, text=True)
+    res = run_asr("transcribe", "--model", str(out), "--method", "beam",
+                  str(tmp_path / "a.wav"))
     assert res.returncode == 2 and "decodes greedily" in res.stderr
     import asr
     from asr.config import ConfigError
@@ -142,7 +142,7 @@ def test_trained_models_same_text_without_torch(recipe, request, tmp_path):
     tmp = request.getfixturevalue(recipe)[0]
     ckpt = tmp / "exp/best.pt"
     out = tmp_path / "onnx"
-    subprocess.run([sys.executable, "-m", "asr", "export", "--model", str(ckpt), "--out", str(out)], check=True)
+    run_asr("export", "--model", str(ckpt), "--out", str(out), check=True)
     utts = read_manifest(tmp / "data/test_unseen.jsonl")
     rec, lite = load(ckpt), load_lite(out)
     ref, _, _ = decode_utterances(rec, utts)

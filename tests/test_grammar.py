@@ -1,8 +1,6 @@
 """asr.grammar + decode.GrammarDecoder: real JSGF files expand to the phrases they accept,
 every mistake names file and line, and decoding with a grammar only says what it allows."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,6 +8,7 @@ import torch
 from asr.decode import DecodeConfig, GrammarDecoder, make_decoder
 from asr.grammar import GrammarError, jsgf_phrases, load_phrases, phrase_list
 from asr.text import CharTokenizer
+from tests.clirun import run_asr
 
 HOME = """#JSGF V1.0;
 grammar home;
@@ -164,8 +163,8 @@ def test_evaluate_and_transcribe_with_a_grammar(tiny_recipe, tmp_path):
     (tmp_path / "p.txt").write_text("\n".join(phrases) + "\n")
     runs = {}
     for name, extra in (("greedy", []), ("phrases", ["--phrases", str(tmp_path / "p.txt")])):
-        res = subprocess.run([sys.executable, "-m", "asr", "evaluate", "--model", model, "--manifest", str(manifest),
-                              "--json", "--out-dir", str(tmp_path / name), *extra], capture_output=True, text=True)
+        res = run_asr("evaluate", "--model", model, "--manifest", str(manifest),
+                      "--json", "--out-dir", str(tmp_path / name), *extra)
         assert res.returncode == 0, res.stderr
         runs[name] = json.loads(res.stdout)["summary"]["wer"]
     assert runs["phrases"] <= runs["greedy"]
@@ -174,15 +173,15 @@ def test_evaluate_and_transcribe_with_a_grammar(tiny_recipe, tmp_path):
     grammar = tmp_path / "digits.jsgf"
     grammar.write_text("#JSGF V1.0;\ngrammar d;\npublic <d> = <x> [<x>] [<x>];\n"
                        "<x> = zero | oh | one | two | three | four | five | six | seven | eight | nine;\n")
-    res = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", model, utts[0]["audio"],
-                          "--grammar", str(grammar)], capture_output=True, text=True)
+    res = run_asr("transcribe", "--model", model, utts[0]["audio"],
+                  "--grammar", str(grammar))
     assert res.returncode == 0, res.stderr
     said = res.stdout.split("\t")[1].strip()
     assert said in jsgf_phrases(grammar)
     # a commands recipe's tuned.json (grammar bonus only) through --tuned: a huge bonus picks a longest phrase
     (tmp_path / "tuned.json").write_text('{"unit_bonus": 50.0}')
-    res = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", model, utts[0]["audio"],
-                          "--grammar", str(grammar), "--tuned", str(tmp_path / "tuned.json")], capture_output=True, text=True)
+    res = run_asr("transcribe", "--model", model, utts[0]["audio"],
+                  "--grammar", str(grammar), "--tuned", str(tmp_path / "tuned.json"))
     assert res.returncode == 0, res.stderr
     assert len(res.stdout.split("\t")[1].split()) == 3
 

@@ -1,8 +1,6 @@
 """N-best: beam decoders keep K distinct alternatives with scores; `asr evaluate --nbest` reports
 the oracle WER; transcription JSON carries each segment's alternatives."""
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,6 +9,7 @@ from asr.config import ConfigError
 from asr.decode import DecodeConfig, make_decoder
 from asr.score import ScoreError, error_rates, oracle_wer
 from asr.text import CharTokenizer
+from tests.clirun import run_asr
 
 
 def _peaky(text: str, tok: CharTokenizer, noise: float, seed: int) -> torch.Tensor:
@@ -57,18 +56,16 @@ def test_oracle_wer():
 def test_evaluate_and_transcribe_with_nbest(tiny_recipe, tmp_path):
     tmp = tiny_recipe[0]
     model, manifest = str(tmp / "exp/best.pt"), str(tmp / "data/test_unseen.jsonl")
-    res = subprocess.run([sys.executable, "-m", "asr", "evaluate", "--model", model, "--manifest", manifest,
-                          "--method", "beam", "--beam-size", "16", "--nbest", "4", "--json", "--out-dir", str(tmp_path)],
-                         capture_output=True, text=True)
+    res = run_asr("evaluate", "--model", model, "--manifest", manifest,
+                  "--method", "beam", "--beam-size", "16", "--nbest", "4", "--json", "--out-dir", str(tmp_path))
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["statistics"]["oracle_wer"] <= out["summary"]["wer"]
     rows = [line.split("\t") for line in (tmp_path / "hyp.nbest.txt").read_text().splitlines()]
     assert {r[1] for r in rows} >= {"1", "2"} and all(len(r) == 4 for r in rows)
     wav = json.loads(open(manifest).readline())["audio"]
-    res = subprocess.run([sys.executable, "-m", "asr", "transcribe", "--model", model, wav, "--method", "beam",
-                          "--nbest", "3", "--output-dir", str(tmp_path / "tr"), "--formats", "json"],
-                         capture_output=True, text=True)
+    res = run_asr("transcribe", "--model", model, wav, "--method", "beam",
+                  "--nbest", "3", "--output-dir", str(tmp_path / "tr"), "--formats", "json")
     assert res.returncode == 0, res.stderr
     seg = json.loads(next((tmp_path / "tr").glob("*.json")).read_text())["segments"][0]
     assert seg["alternatives"][0]["text"] == seg["text"] and len(seg["alternatives"]) >= 2

@@ -2,9 +2,6 @@
 of every file; it loads only when every hash checks out and is extracted safely."""
 import io
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -13,11 +10,11 @@ import pytest
 from asr.corpora.download import UnsafeArchiveError
 from asr.lite import sha256
 from asr.package import PackageError, build_package, load_package, open_package
+from tests.clirun import CliResult, run_asr
 
 
-def _asr(*args, cache: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "asr", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, "ASR_CACHE": str(cache)})
+def _asr(*args, cache: Path) -> CliResult:
+    return run_asr(*args, cache=cache)
 
 
 @pytest.fixture(scope="module")
